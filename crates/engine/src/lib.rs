@@ -1,0 +1,3 @@
+//! The engine: images, containers, their state.
+
+pub mod meta;

@@ -1,0 +1,1 @@
+//! The OCI runtime, driven from the shim.
