@@ -1,4 +1,5 @@
 //! Run after the whole suite (scripts/test.sh does): nothing the tests made may remain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

@@ -1,4 +1,5 @@
 //! End-to-end tests: the real binary, a real daemon on a temporary root, real containers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 
