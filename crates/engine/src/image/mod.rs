@@ -1,0 +1,1 @@
+//! Images: records, references, unpack, import, load and save.
