@@ -34,9 +34,52 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Docker's `filters` query value: `{"status":["exited"]}`, or the older
+/// `{"status":{"exited":true}}` form that the docker CLI 20.10 still sends.
+pub type Filters = std::collections::HashMap<String, Vec<String>>;
+
+/// Parses a `filters` query value; empty input is no filters.
+pub fn parse_filters(raw: &str) -> Result<Filters, String> {
+    if raw.trim().is_empty() {
+        return Ok(Filters::new());
+    }
+    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| format!("invalid filter: {e}"))?;
+    let obj = value.as_object().ok_or("invalid filter: not a JSON object")?;
+    let mut out = Filters::new();
+    for (key, v) in obj {
+        let values = match v {
+            serde_json::Value::Array(items) => {
+                items.iter().map(|i| i.as_str().map(String::from).ok_or("invalid filter value")).collect::<Result<_, _>>()?
+            }
+            serde_json::Value::Object(map) => {
+                map.iter().filter(|(_, on)| on.as_bool().unwrap_or(false)).map(|(k, _)| k.clone()).collect()
+            }
+            serde_json::Value::String(s) => vec![s.clone()],
+            _ => return Err(format!("invalid filter value for '{key}'")),
+        };
+        out.insert(key.clone(), values);
+    }
+    Ok(out)
+}
+
+/// Encodes filters in the current form.
+pub fn encode_filters(filters: &Filters) -> String {
+    serde_json::to_string(filters).unwrap_or_else(|_| "{}".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_in_both_forms() {
+        let a = parse_filters(r#"{"status":["exited","created"]}"#).unwrap();
+        assert_eq!(a["status"], vec!["exited", "created"]);
+        let b = parse_filters(r#"{"label":{"a=b":true}}"#).unwrap();
+        assert_eq!(b["label"], vec!["a=b"]);
+        assert!(parse_filters("[1]").is_err());
+        assert!(parse_filters("").unwrap().is_empty());
+    }
 
     #[test]
     fn strips_version_prefix() {
