@@ -1,7 +1,100 @@
-//! The engine: images, containers, their state.
+//! The engine: images, containers, their state. Knows nothing of HTTP; the daemon calls it.
 
 pub mod container;
 pub mod content;
+pub mod error;
 pub mod image;
 pub mod meta;
 pub mod snapshot;
+pub mod util;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use container::{ContainerError, ContainerRecord, Status};
+pub use error::ErrorKind;
+pub use image::{ImageError, ImageStore};
+
+use container::Registry;
+use meta::Meta;
+
+/// Where the engine keeps its state.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Persistent state: metadata, content, snapshots, container files.
+    pub root: PathBuf,
+    /// Runtime state: sockets, pids, exit records. Lost on reboot, kept across daemon restarts.
+    pub run: PathBuf,
+    /// The cgroup under which every container's cgroup is made.
+    pub cgroup_parent: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("creating state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// The one entry point to images and containers.
+pub struct Engine {
+    pub cfg: EngineConfig,
+    pub images: Arc<ImageStore>,
+    meta: Arc<Meta>,
+    containers: Mutex<Registry>,
+    execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
+}
+
+impl Engine {
+    /// Opens the state under `cfg` and reconnects to the containers that are still running.
+    pub async fn open(cfg: EngineConfig) -> Result<Arc<Engine>, EngineError> {
+        for dir in [cfg.root.join("containers"), cfg.run.join("containers")] {
+            std::fs::create_dir_all(&dir).map_err(|source| EngineError::StateDir { path: dir.clone(), source })?;
+        }
+        let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
+        let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
+        let engine = Arc::new(Engine {
+            cfg,
+            images,
+            meta,
+            containers: Mutex::new(Registry::default()),
+            execs: Mutex::new(HashMap::new()),
+        });
+        engine.recover().await?;
+        Ok(engine)
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // The registry holds plain maps; a panic while it was held cannot leave it torn.
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn container_paths(&self, id: &str) -> container::ContainerPaths {
+        container::ContainerPaths {
+            dir: self.cfg.root.join("containers").join(id),
+            run_dir: self.cfg.run.join("containers").join(id),
+        }
+    }
+
+    /// Counts for `docker info`: (total, running, paused, stopped).
+    pub fn container_counts(&self) -> (usize, usize, usize, usize) {
+        let all = self.registry().all();
+        let (mut running, mut paused, mut stopped) = (0, 0, 0);
+        for c in &all {
+            match c.record().state.status {
+                Status::Running | Status::Restarting => running += 1,
+                Status::Paused => paused += 1,
+                _ => stopped += 1,
+            }
+        }
+        (all.len(), running, paused, stopped)
+    }
+}

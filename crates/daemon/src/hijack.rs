@@ -1,0 +1,57 @@
+//! Docker's hijacked streams: answer `101 UPGRADED` (`Upgrade: tcp`), then the connection is a
+//! raw byte pipe between the client and a container's stdio.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::Response;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// The content type Docker uses: raw with a tty, multiplexed frames without.
+pub fn content_type(tty: bool) -> &'static str {
+    if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" }
+}
+
+/// Takes the upgrade handle out of a request that asked for `Upgrade: tcp`.
+pub fn take(req: &mut Request<Body>) -> Option<OnUpgrade> {
+    let wants = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("tcp"));
+    if wants { req.extensions_mut().remove::<OnUpgrade>() } else { None }
+}
+
+/// The `101` answer that completes the hijack.
+pub fn switching(tty: bool) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(tty)));
+    resp
+}
+
+/// Copies both ways until the container side ends. The client's end of input is passed on as
+/// a half-close (so a container reading stdin sees EOF); the container's end of output closes
+/// the client's connection.
+pub async fn pump<C, S>(client: C, container: S)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut cont_r, mut cont_w) = tokio::io::split(container);
+    let input = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_r, &mut cont_w).await;
+        let _ = cont_w.shutdown().await;
+    });
+    let _ = tokio::io::copy(&mut cont_r, &mut client_w).await;
+    let _ = client_w.flush().await;
+    let _ = client_w.shutdown().await;
+    input.abort();
+}

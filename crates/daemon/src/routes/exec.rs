@@ -1,0 +1,87 @@
+//! `/containers/{id}/exec` and `/exec/*`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use wharf_api::models::{ExecConfig, ExecStartConfig, IdResponse};
+use wharf_engine::container::ExecStart;
+
+use super::{Params, json_body};
+use crate::error::{ApiError, ApiResult};
+use crate::{SharedEngine, body, hijack};
+
+pub fn routes() -> Router<SharedEngine> {
+    Router::new()
+        .route("/containers/{id}/exec", post(create))
+        .route("/exec/{id}/start", post(start))
+        .route("/exec/{id}/json", get(inspect))
+        .route("/exec/{id}/resize", post(resize))
+}
+
+async fn create(State(e): State<SharedEngine>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let config: ExecConfig = json_body(&body)?;
+    let exec_id = e.exec_create(&id, config)?;
+    Ok((StatusCode::CREATED, Json(IdResponse { id: exec_id })).into_response())
+}
+
+async fn start(State(e): State<SharedEngine>, Path(id): Path<String>, mut req: Request) -> ApiResult<Response> {
+    let upgrade = hijack::take(&mut req);
+    let raw = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| ApiError::bad_request(format!("reading the request: {err}")))?
+        .to_bytes();
+    let opts: ExecStartConfig = json_body(&raw)?;
+    let detach = opts.detach.unwrap_or(false);
+    let tty = opts.tty.unwrap_or(false);
+    let started = e.exec_start(&id, ExecStart { detach, tty }).await?;
+    let Some(stream) = started else {
+        return Ok(StatusCode::OK.into_response());
+    };
+    match upgrade {
+        Some(upgrade) => {
+            tokio::spawn(async move {
+                if let Ok(client) = upgrade.await {
+                    hijack::pump(hyper_util::rt::TokioIo::new(client), stream).await;
+                }
+            });
+            Ok(hijack::switching(tty))
+        }
+        None => {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(async move {
+                let (mut r, _w) = tokio::io::split(stream);
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match tokio::io::AsyncReadExt::read(&mut r, &mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+            let mut resp = body::stream(rx).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(hijack::content_type(tty)));
+            Ok(resp)
+        }
+    }
+}
+
+async fn inspect(State(e): State<SharedEngine>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(e.exec_inspect(&id)?).into_response())
+}
+
+async fn resize(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<StatusCode> {
+    let h = q.int("h")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
+    let w = q.int("w")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
+    e.exec_resize(&id, h, w).await?;
+    Ok(StatusCode::OK)
+}
