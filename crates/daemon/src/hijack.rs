@@ -8,7 +8,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 
 /// The content type Docker uses: raw with a tty, multiplexed frames without.
 pub fn content_type(tty: bool) -> &'static str {

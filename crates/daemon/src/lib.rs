@@ -119,7 +119,14 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let router = router.clone();
-                        async move { router.oneshot(routes::strip_version(req)).await }
+                        async move {
+                            let mut resp = match routes::strip_version(req) {
+                                Ok(req) => router.oneshot(req).await?,
+                                Err(resp) => resp,
+                            };
+                            routes::add_common_headers(&mut resp);
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)

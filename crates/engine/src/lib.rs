@@ -4,6 +4,7 @@ pub mod container;
 pub mod content;
 pub mod error;
 pub mod image;
+mod images;
 pub mod meta;
 pub mod snapshot;
 pub mod util;

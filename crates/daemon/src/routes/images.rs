@@ -27,11 +27,7 @@ pub fn routes() -> Router<SharedEngine> {
 async fn list(State(e): State<SharedEngine>, Query(q): Query<Params>) -> ApiResult<Response> {
     let filters = q.filters()?;
     let all = q.flag("all", false);
-    let images = blocking(move || {
-        let list = e.images.list()?;
-        Ok(e.images.filter_summaries(&list, all, &filters)?)
-    })
-    .await?;
+    let images = blocking(move || e.image_list(all, &filters)).await?;
     Ok(Json(images).into_response())
 }
 

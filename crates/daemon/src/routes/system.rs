@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use wharf_api::models::{ComponentVersion, SystemInfo, SystemVersion};
+use wharf_api::models::{SystemInfo, SystemVersion, SystemVersionComponents};
 use wharf_api::{API_VERSION, MIN_API_VERSION};
 
 use crate::SharedEngine;
@@ -35,7 +35,7 @@ async fn version() -> Json<SystemVersion> {
     let v = env!("CARGO_PKG_VERSION").to_string();
     Json(SystemVersion {
         platform: Some(wharf_api::models::SystemVersionPlatform { name: "wharf".into() }),
-        components: Some(vec![ComponentVersion { name: "Engine".into(), version: v.clone(), details: None }]),
+        components: Some(vec![SystemVersionComponents { name: "Engine".into(), version: v.clone(), details: None }]),
         version: Some(v),
         api_version: Some(API_VERSION.into()),
         min_api_version: Some(MIN_API_VERSION.into()),
@@ -80,7 +80,7 @@ async fn info(State(engine): State<SharedEngine>) -> Json<SystemInfo> {
         pids_limit: Some(true),
         ipv4_forwarding: Some(true),
         debug: Some(false),
-        n_fd: Some(0),
+        nfd: Some(0),
         n_goroutines: Some(0),
         system_time: Some(wharf_engine::util::now_rfc3339()),
         logging_driver: Some("json-file".into()),

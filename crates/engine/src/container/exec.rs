@@ -33,6 +33,9 @@ pub struct ExecStart {
 /// The stdio of a started exec.
 pub type ExecIo = shim::ExecIo;
 
+/// A started exec's stdio as one duplex byte stream.
+pub type ExecStream = tokio::io::DuplexStream;
+
 impl Engine {
     pub fn exec_create(self: &Arc<Self>, key: &str, config: ExecConfig) -> Result<String, ContainerError> {
         let c = self.registry().lookup(key)?;
@@ -82,6 +85,19 @@ impl Engine {
             pid: Some(i64::from(s.pid)),
             ..Default::default()
         })
+    }
+
+    /// Runs an exec instance. `None` when detached; otherwise the stream of its stdio
+    /// (multiplexed frames unless it has a tty).
+    pub async fn exec_start(self: &Arc<Self>, id: &str, start: ExecStart) -> Result<Option<ExecStream>, ContainerError> {
+        let e = self.exec_instance(id)?;
+        let _ = start;
+        Err(ContainerError::Conflict(format!("exec {} is not supported yet", e.id)))
+    }
+
+    pub async fn exec_resize(&self, id: &str, rows: u16, cols: u16) -> Result<(), ContainerError> {
+        let _ = (self.exec_instance(id)?, rows, cols);
+        Ok(())
     }
 
     pub(crate) fn exec_ids(&self, container_id: &str) -> Vec<String> {

@@ -36,7 +36,7 @@ use wharf_api::models;
 use crate::error::ErrorKind;
 
 pub use attach::{AttachFuture, AttachStreams};
-pub use exec::{ExecIo, ExecStart};
+pub use exec::{ExecIo, ExecStart, ExecStream};
 pub use list::Filters;
 pub use logs::LogOptions;
 pub use wait::WaitCondition;

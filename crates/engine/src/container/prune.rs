@@ -11,7 +11,8 @@ impl Engine {
     pub async fn prune(self: &Arc<Self>, filters: &Filters) -> Result<ContainerPruneResponse, ContainerError> {
         let mut deleted = Vec::new();
         let mut reclaimed: i64 = 0;
-        for c in self.registry().all() {
+        let all = self.registry().all();
+        for c in all {
             let r = c.snapshot();
             if !matches!(r.state.status, Status::Exited | Status::Created | Status::Dead) {
                 continue;

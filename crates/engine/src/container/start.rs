@@ -143,7 +143,9 @@ impl Engine {
         let hosts_file = paths.dir.join("hosts");
         let resolv_file = paths.dir.join("resolv.conf");
         if host_net {
-            std::fs::copy("/etc/hosts", &hosts_file).or_else(|_| std::fs::write(&hosts_file, LOCALHOST))?;
+            if std::fs::copy("/etc/hosts", &hosts_file).is_err() {
+                std::fs::write(&hosts_file, LOCALHOST)?;
+            }
         } else {
             let mut hosts = LOCALHOST.to_string();
             for extra in rec.host_config.extra_hosts.iter().flatten() {
