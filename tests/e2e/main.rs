@@ -15,3 +15,9 @@ fn busybox_rootfs_is_made() {
     assert!(list.lines().any(|l| l == "./bin/busybox"), "{list}");
     assert!(list.lines().any(|l| l == "./bin/sh"), "{list}");
 }
+
+mod docker_cli;
+mod docker_py;
+mod limits;
+mod restart;
+mod run;
