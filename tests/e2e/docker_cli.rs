@@ -30,7 +30,7 @@ fn check_cli(docker: &str) {
         .output()
         .unwrap();
     assert!(stdout(&tty).contains("/dev/pts/"), "exec -it: {} {}", stdout(&tty), stderr(&tty));
-    let mut follow = d.docker_cmd(docker, &["logs", "-f", "web"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let follow = d.docker_cmd(docker, &["logs", "-f", "web"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     ok(run(&["stop", "-t", "1", "web"]));
     let logs = follow.wait_with_output().unwrap();

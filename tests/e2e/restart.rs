@@ -21,7 +21,7 @@ fn container_survives_daemon_kill() {
     let after = stdout(&d.wharf(&["logs", "survivor"])).lines().count();
     assert!(after > before, "logs stopped: {before} -> {after}");
     // attach sees new output, then the container is stopped with a known code.
-    let mut attach = d.cmd(&["attach", "--no-stdin", "survivor"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let attach = d.cmd(&["attach", "--no-stdin", "survivor"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     ok(d.wharf(&["kill", "-s", "USR1", "survivor"]));
     let out = attach.wait_with_output().unwrap();
