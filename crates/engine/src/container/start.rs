@@ -33,8 +33,8 @@ impl Engine {
         let rec = c.snapshot();
         rec.state.status.guard_start()?;
         let paths = self.container_paths(&rec.id);
-        let image = self.images.resolve(&rec.image_id)?;
-        let lowers = self.images.lower_dirs(&image)?;
+        // By id: an image removed with `rmi -f` keeps its layers for the containers using it.
+        let lowers = self.images.lower_dirs_by_id(&rec.image_id)?;
         snapshot::unmount(&paths.rootfs())?;
         snapshot::mount_overlay(&lowers, &paths.upper(), &paths.work(), &paths.rootfs())?;
 

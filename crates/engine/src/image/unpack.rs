@@ -1,0 +1,617 @@
+//! Layer unpack: a (compressed) layer tar into a snapshot directory, in overlay form.
+//!
+//! Every file is created relative to a directory fd with `O_NOFOLLOW`, and parent directories
+//! are opened with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` (or a component walk that never
+//! follows a symlink), so no entry can reach outside the snapshot. Entries that try to (`..`,
+//! absolute names, escaping links, writes through symlinks, device nodes) refuse the whole
+//! layer; the caller discards the half-unpacked directory.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{
+    AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
+use rustix::io::Errno;
+use tar::EntryType;
+
+use super::ImageError;
+use crate::content::{Digest, HashingReader};
+
+/// What unpacking one layer found.
+#[derive(Debug)]
+pub(crate) struct Unpacked {
+    /// sha256 of the uncompressed tar stream.
+    pub diff_id: Digest,
+    /// Bytes of regular file content written.
+    pub size: u64,
+}
+
+/// The compression of a layer stream, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub(crate) fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The OCI layer media type for a blob of this compression.
+    pub(crate) fn oci_layer_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+fn io_ctx(context: &str) -> impl FnOnce(io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Unpacks the layer stream `raw` (plain, gzip or zstd tar) into the empty directory `dest`.
+/// `raw` is read to its end, so a caller hashing it sees every byte.
+pub(crate) fn unpack(raw: &mut dyn Read, dest: &Path) -> Result<Unpacked, ImageError> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, raw);
+    let head = buffered
+        .fill_buf()
+        .map_err(io_ctx("reading layer"))?
+        .to_vec();
+    let compression = Compression::detect(&head);
+    let unpacked = {
+        let decoder: Box<dyn Read + '_> = match compression {
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut buffered)),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(&mut buffered)
+                    .map_err(io_ctx("starting zstd decoder"))?,
+            ),
+            Compression::None => Box::new(&mut buffered),
+        };
+        let mut hashing = HashingReader::new(decoder);
+        let size = {
+            let mut archive = tar::Archive::new(PadAtEof::new(&mut hashing));
+            let mut x = Extractor::new(dest)?;
+            x.run(&mut archive)?;
+            x.size
+        };
+        let (diff_id, _) = hashing
+            .finish()
+            .map_err(|e| ImageError::BadArchive(format!("layer stream: {e}")))?;
+        Unpacked { diff_id, size }
+    };
+    io::copy(&mut buffered, &mut io::sink()).map_err(io_ctx("reading layer"))?;
+    Ok(unpacked)
+}
+
+/// Ends a stream the way a complete tar ends: padding to the block and two zero blocks.
+/// Some writers (umoci 0.4) stop right after the last file's data; Go's reader, and so
+/// Docker, accept that, and the diff id (hashed before this) covers only the real bytes.
+struct PadAtEof<R> {
+    inner: R,
+    count: u64,
+    pad: Option<u64>,
+}
+
+impl<R: Read> PadAtEof<R> {
+    fn new(inner: R) -> Self {
+        PadAtEof {
+            inner,
+            count: 0,
+            pad: None,
+        }
+    }
+}
+
+impl<R: Read> Read for PadAtEof<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pad.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.count += n as u64;
+                return Ok(n);
+            }
+            self.pad = Some((512 - self.count % 512) % 512 + 1024);
+        }
+        let left = self.pad.unwrap_or(0);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.pad = Some(left - n as u64);
+        Ok(n)
+    }
+}
+
+fn hostile(path: &[u8], what: &str) -> ImageError {
+    ImageError::HostileLayer(format!("entry {:?} {what}", String::from_utf8_lossy(path)))
+}
+
+/// Splits an entry name into its components: `.` and empty parts dropped; absolute names and
+/// `..` refused.
+fn components<'a>(path: &'a [u8], what: &str) -> Result<Vec<&'a [u8]>, ImageError> {
+    if path.first() == Some(&b'/') {
+        return Err(hostile(path, &format!("has an absolute {what}")));
+    }
+    let mut out = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                return Err(hostile(
+                    path,
+                    &format!("has a \"..\" component in its {what}"),
+                ));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn join(comps: &[&[u8]]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
+struct Extractor {
+    root: OwnedFd,
+    /// The parent directory of the previous entry: most entries share their parent.
+    cached: Option<(Vec<u8>, OwnedFd)>,
+    /// Directory mtimes, set at the end since creating children changes them.
+    dir_times: Vec<(Vec<u8>, u64)>,
+    size: u64,
+    is_root: bool,
+    has_openat2: bool,
+}
+
+fn errno_io(e: Errno) -> io::Error {
+    e.into()
+}
+
+impl Extractor {
+    fn new(dest: &Path) -> Result<Extractor, ImageError> {
+        let root = rustix::fs::open(
+            dest,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_ctx("opening snapshot directory")(e.into()))?;
+        Ok(Extractor {
+            root,
+            cached: None,
+            dir_times: Vec::new(),
+            size: 0,
+            is_root: rustix::process::geteuid().is_root(),
+            has_openat2: true,
+        })
+    }
+
+    fn run<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<(), ImageError> {
+        let entries = archive
+            .entries()
+            .map_err(|e| ImageError::BadArchive(format!("layer tar: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| ImageError::BadArchive(format!("layer tar: {e}")))?;
+            let path = entry.path_bytes().into_owned();
+            self.entry(&mut entry, &path).map_err(|e| match e {
+                ImageError::Io { context, source } => ImageError::Io {
+                    context: format!("unpacking {:?}: {context}", String::from_utf8_lossy(&path)),
+                    source,
+                },
+                e => e,
+            })?;
+        }
+        self.finish_dirs();
+        Ok(())
+    }
+
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &[u8],
+    ) -> Result<(), ImageError> {
+        let comps = components(path, "name")?;
+        let Some((&name, parent)) = comps.split_last() else {
+            // The layer root itself: the snapshot directory keeps its own metadata.
+            return Ok(());
+        };
+        let etype = entry.header().entry_type();
+
+        if let Some(target) = name.strip_prefix(b".wh.") {
+            if name == b".wh..wh..opq" {
+                let dir = self.parent(parent, path)?;
+                return rustix::fs::fsetxattr(
+                    &dir,
+                    "trusted.overlay.opaque",
+                    b"y",
+                    XattrFlags::empty(),
+                )
+                .map_err(|e| io_ctx("marking directory opaque")(e.into()));
+            }
+            if target.starts_with(b".wh.") {
+                // aufs bookkeeping (.wh..wh.plnk and the like), meaningless for overlay.
+                return Ok(());
+            }
+            if target.is_empty() || target == b"." || target == b".." {
+                return Err(hostile(path, "is a whiteout of \".\" or \"..\""));
+            }
+            let dir = self.parent(parent, path)?;
+            self.clear(&dir, target, false)?;
+            return self.whiteout(&dir, target);
+        }
+
+        match etype {
+            EntryType::Directory => {
+                let dir = self.parent(parent, path)?;
+                let existed = self.clear(&dir, name, true)?;
+                if !existed {
+                    rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700))
+                        .map_err(|e| io_ctx("creating directory")(e.into()))?;
+                }
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io_ctx("opening directory")(e.into()))?;
+                self.set_meta_fd(&fd, entry)?;
+                let mtime = entry.header().mtime().unwrap_or(0);
+                self.dir_times.push((join(&comps), mtime));
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let dir = self.parent(parent, path)?;
+                self.clear(&dir, name, false)?;
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| io_ctx("creating file")(e.into()))?;
+                let mut file = File::from(fd);
+                let n = io::copy(entry, &mut file)
+                    .map_err(|e| ImageError::BadArchive(format!("layer tar: {e}")))?;
+                self.size += n;
+                self.set_meta_fd(file.as_fd(), entry)?;
+                let mtime = entry.header().mtime().unwrap_or(0);
+                rustix::fs::futimens(&file, &times(mtime))
+                    .map_err(|e| io_ctx("setting file times")(e.into()))?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| hostile(path, "is a symlink without a target"))?
+                    .into_owned();
+                check_symlink(path, parent.len(), &target)?;
+                let dir = self.parent(parent, path)?;
+                self.clear(&dir, name, false)?;
+                rustix::fs::symlinkat(target.as_slice(), &dir, name)
+                    .map_err(|e| io_ctx("creating symlink")(e.into()))?;
+                self.set_meta_at(&dir, name, entry)?;
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| hostile(path, "is a hardlink without a target"))?
+                    .into_owned();
+                let tcomps = components(&target, "hardlink target")?;
+                let Some((&tname, tparent)) = tcomps.split_last() else {
+                    return Err(hostile(path, "is a hardlink to the layer root"));
+                };
+                if tcomps == comps {
+                    return Ok(());
+                }
+                let tdir = self.open_dir(tparent, &target, false)?;
+                let dir = self.parent(parent, path)?;
+                self.clear(&dir, name, false)?;
+                rustix::fs::linkat(&tdir, tname, &dir, name, AtFlags::empty()).map_err(|e| {
+                    if e == Errno::NOENT {
+                        hostile(path, "is a hardlink to a file not in this layer")
+                    } else {
+                        io_ctx("creating hardlink")(e.into())
+                    }
+                })?;
+            }
+            EntryType::Char | EntryType::Block => {
+                let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+                let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+                if etype == EntryType::Char && major == 0 && minor == 0 {
+                    let dir = self.parent(parent, path)?;
+                    self.clear(&dir, name, false)?;
+                    return self.whiteout(&dir, name);
+                }
+                if comps.first() == Some(&&b"dev"[..]) {
+                    // /dev of a container is its own tmpfs: device nodes a rootfs carries
+                    // there are never seen, and creating them would need privileges we
+                    // do not want a layer to use.
+                    return Ok(());
+                }
+                return Err(hostile(path, "is a device node"));
+            }
+            EntryType::Fifo => {
+                let dir = self.parent(parent, path)?;
+                self.clear(&dir, name, false)?;
+                rustix::fs::mknodat(&dir, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                    .map_err(|e| io_ctx("creating fifo")(e.into()))?;
+                self.set_meta_at(&dir, name, entry)?;
+            }
+            // Other types (global PAX headers, volume labels) carry no file.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn whiteout(&self, dir: &OwnedFd, name: &[u8]) -> Result<(), ImageError> {
+        rustix::fs::mknodat(
+            dir,
+            name,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .map_err(|e| io_ctx("creating whiteout")(e.into()))
+    }
+
+    /// Removes whatever is at `dir/name` so a new entry can take its place. A directory is
+    /// kept when `keep_dir` (a directory entry over an existing directory merges); returns
+    /// whether one was kept.
+    fn clear(&mut self, dir: &OwnedFd, name: &[u8], keep_dir: bool) -> Result<bool, ImageError> {
+        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(io_ctx("inspecting existing entry")(e.into())),
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            if keep_dir {
+                return Ok(true);
+            }
+            self.cached = None;
+            // The magic link names the directory itself, not a path that could be swapped.
+            let path = Path::new("/proc/self/fd")
+                .join(dir.as_raw_fd().to_string())
+                .join(std::ffi::OsStr::from_bytes(name));
+            std::fs::remove_dir_all(&path).map_err(io_ctx("replacing directory"))?;
+        } else {
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())
+                .map_err(|e| io_ctx("replacing entry")(e.into()))?;
+        }
+        Ok(false)
+    }
+
+    /// The parent directory of an entry, created (0755) where the layer omits it.
+    fn parent(&mut self, comps: &[&[u8]], entry: &[u8]) -> Result<OwnedFd, ImageError> {
+        let key = join(comps);
+        if let Some((k, fd)) = &self.cached
+            && *k == key
+        {
+            return fd.try_clone().map_err(io_ctx("duplicating directory fd"));
+        }
+        let fd = self.open_dir(comps, entry, true)?;
+        self.cached = Some((
+            key,
+            fd.try_clone().map_err(io_ctx("duplicating directory fd"))?,
+        ));
+        Ok(fd)
+    }
+
+    /// Opens the directory `comps` under the root without following any symlink.
+    fn open_dir(
+        &mut self,
+        comps: &[&[u8]],
+        entry: &[u8],
+        create: bool,
+    ) -> Result<OwnedFd, ImageError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if comps.is_empty() {
+            return self
+                .root
+                .try_clone()
+                .map_err(io_ctx("duplicating directory fd"));
+        }
+        if self.has_openat2 {
+            match rustix::fs::openat2(
+                &self.root,
+                join(comps).as_slice(),
+                flags,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::NOSYS) => self.has_openat2 = false,
+                // The walk below says precisely what is wrong, or creates what is missing.
+                Err(_) => {}
+            }
+        }
+        let mut cur = self
+            .root
+            .try_clone()
+            .map_err(io_ctx("duplicating directory fd"))?;
+        for &c in comps {
+            let next = match rustix::fs::openat(&cur, c, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755))
+                        .map_err(|e| io_ctx("creating parent directory")(e.into()))?;
+                    rustix::fs::openat(&cur, c, flags, Mode::empty())
+                        .map_err(|e| io_ctx("opening parent directory")(e.into()))?
+                }
+                Err(Errno::NOENT) => {
+                    return Err(hostile(entry, "names a file not in this layer"));
+                }
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                    let st = rustix::fs::statat(&cur, c, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| io_ctx("inspecting parent directory")(e.into()))?;
+                    return Err(
+                        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                            hostile(entry, "goes through a symlink")
+                        } else {
+                            ImageError::BadArchive(format!(
+                                "entry {:?}: a parent is not a directory",
+                                String::from_utf8_lossy(entry)
+                            ))
+                        },
+                    );
+                }
+                Err(e) => return Err(io_ctx("opening parent directory")(errno_io(e))),
+            };
+            cur = next;
+        }
+        Ok(cur)
+    }
+
+    fn owner<R: Read>(&self, entry: &tar::Entry<'_, R>) -> (Option<Uid>, Option<Gid>) {
+        let h = entry.header();
+        let uid = h
+            .uid()
+            .ok()
+            .and_then(|u| u32::try_from(u).ok())
+            .filter(|&u| u != u32::MAX);
+        let gid = h
+            .gid()
+            .ok()
+            .and_then(|g| u32::try_from(g).ok())
+            .filter(|&g| g != u32::MAX);
+        (
+            uid.map(Uid::from_raw_unchecked),
+            gid.map(Gid::from_raw_unchecked),
+        )
+    }
+
+    /// Owner, mode and xattrs of a file or directory, through its fd. The mode comes after
+    /// the owner because chown clears setuid and setgid.
+    fn set_meta_fd<R: Read>(
+        &self,
+        fd: impl AsFd,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), ImageError> {
+        let (uid, gid) = self.owner(entry);
+        match rustix::fs::fchown(&fd, uid, gid) {
+            Ok(()) => {}
+            // Without root the files stay ours, as with rootless unpackers.
+            Err(Errno::PERM) if !self.is_root => {}
+            Err(e) => return Err(io_ctx("setting owner")(e.into())),
+        }
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+            .map_err(|e| io_ctx("setting mode")(e.into()))?;
+        for (name, value) in xattrs(entry)? {
+            rustix::fs::fsetxattr(&fd, name.as_slice(), &value, XattrFlags::empty())
+                .map_err(|e| io_ctx("setting xattr")(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Owner and times of a symlink or fifo, by name in its directory, never following it.
+    fn set_meta_at<R: Read>(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        entry: &tar::Entry<'_, R>,
+    ) -> Result<(), ImageError> {
+        let (uid, gid) = self.owner(entry);
+        match rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(()) => {}
+            Err(Errno::PERM) if !self.is_root => {}
+            Err(e) => return Err(io_ctx("setting owner")(e.into())),
+        }
+        if entry.header().entry_type() == EntryType::Fifo {
+            let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
+                .map_err(|e| io_ctx("setting mode")(e.into()))?;
+        }
+        let mtime = entry.header().mtime().unwrap_or(0);
+        rustix::fs::utimensat(dir, name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_ctx("setting times")(e.into()))
+    }
+
+    /// Directory mtimes, last: best effort, since a later entry may have replaced a parent.
+    fn finish_dirs(&mut self) {
+        let dirs = std::mem::take(&mut self.dir_times);
+        for (path, mtime) in dirs.iter().rev() {
+            let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+            let Some((&name, parent)) = comps.split_last() else {
+                continue;
+            };
+            if let Ok(dir) = self.open_dir(parent, path, false) {
+                let _ =
+                    rustix::fs::utimensat(&dir, name, &times(*mtime), AtFlags::SYMLINK_NOFOLLOW);
+            }
+        }
+    }
+}
+
+fn times(mtime: u64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: i64::try_from(mtime).unwrap_or(0),
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// The xattrs a tar entry carries in PAX records. `trusted.*` are refused as data: in overlay
+/// form they would be read as overlay's own metadata.
+/// Extended attributes as (name, value).
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Xattrs, ImageError> {
+    let mut out = Vec::new();
+    let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| ImageError::BadArchive(format!("layer tar: {e}")))?
+    else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| ImageError::BadArchive(format!("layer tar: {e}")))?;
+        if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.")
+            && !name.starts_with(b"trusted.")
+        {
+            out.push((name.to_vec(), ext.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a relative symlink target that climbs above the layer root from where the link
+/// sits (`depth` directories below the root). Absolute targets resolve inside the container.
+fn check_symlink(path: &[u8], depth: usize, target: &[u8]) -> Result<(), ImageError> {
+    if target.first() == Some(&b'/') {
+        return Ok(());
+    }
+    let mut d = depth as i64;
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                d -= 1;
+                if d < 0 {
+                    return Err(hostile(path, "is a symlink that escapes the layer root"));
+                }
+            }
+            _ => d += 1,
+        }
+    }
+    Ok(())
+}
