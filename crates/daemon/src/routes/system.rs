@@ -33,16 +33,31 @@ fn kernel_version() -> String {
 
 async fn version() -> Json<SystemVersion> {
     let v = env!("CARGO_PKG_VERSION").to_string();
+    let arch = std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64");
+    let details = [
+        ("ApiVersion", API_VERSION.to_string()),
+        ("MinAPIVersion", MIN_API_VERSION.to_string()),
+        ("Arch", arch.clone()),
+        ("Os", "linux".to_string()),
+        ("KernelVersion", kernel_version()),
+        ("GoVersion", "n/a (rust)".to_string()),
+        ("GitCommit", String::new()),
+        ("BuildTime", String::new()),
+        ("Experimental", "false".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     Json(SystemVersion {
         platform: Some(wharf_api::models::SystemVersionPlatform { name: "wharf".into() }),
-        components: Some(vec![SystemVersionComponents { name: "Engine".into(), version: v.clone(), details: None }]),
+        components: Some(vec![SystemVersionComponents { name: "Engine".into(), version: v.clone(), details: Some(details) }]),
         version: Some(v),
         api_version: Some(API_VERSION.into()),
         min_api_version: Some(MIN_API_VERSION.into()),
         git_commit: Some(String::new()),
         go_version: Some("n/a (rust)".into()),
         os: Some("linux".into()),
-        arch: Some(std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
+        arch: Some(arch),
         kernel_version: Some(kernel_version()),
         experimental: Some(false),
         build_time: Some(String::new()),
