@@ -78,7 +78,11 @@ pub struct Autostart {
 impl Target {
     /// `-H`, then `WHARF_HOST`, then `DOCKER_HOST`, then `<WHARF_RUN or /run/wharf>/wharf.sock`.
     pub fn resolve(flag: Option<&str>) -> Result<Target> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Target::resolve_with(flag, |k| std::env::var(k).ok())
+    }
+
+    fn resolve_with(flag: Option<&str>, lookup: impl Fn(&str) -> Option<String>) -> Result<Target> {
+        let env = |k: &str| lookup(k).filter(|v| !v.is_empty());
         if let Some(host) = flag
             .map(str::to_string)
             .or_else(|| env("WHARF_HOST"))
@@ -483,6 +487,47 @@ mod tests {
             Err(ClientError::Host(_))
         ));
         assert!(matches!(parse_host("unix://"), Err(ClientError::Host(_))));
+    }
+
+    #[test]
+    fn host_precedence() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both: &[(&str, &str)] = &[
+            ("WHARF_HOST", "unix:///w.sock"),
+            ("DOCKER_HOST", "unix:///d.sock"),
+        ];
+        let t = Target::resolve_with(Some("unix:///flag.sock"), env(both)).unwrap();
+        assert_eq!(
+            (t.socket, t.autostart.is_none()),
+            (PathBuf::from("/flag.sock"), true)
+        );
+        let t = Target::resolve_with(None, env(both)).unwrap();
+        assert_eq!(t.socket, PathBuf::from("/w.sock"));
+        let t = Target::resolve_with(None, env(&[("DOCKER_HOST", "unix:///d.sock")])).unwrap();
+        assert_eq!(t.socket, PathBuf::from("/d.sock"));
+        assert!(
+            Target::resolve_with(None, env(&[("DOCKER_HOST", "tcp://127.0.0.1:2375")])).is_err()
+        );
+        let t = Target::resolve_with(
+            None,
+            env(&[("WHARF_RUN", "/tmp/r"), ("WHARF_ROOT", "/tmp/root")]),
+        )
+        .unwrap();
+        assert_eq!(t.socket, PathBuf::from("/tmp/r/wharf.sock"));
+        let a = t.autostart.unwrap();
+        assert_eq!(
+            (a.root, a.run),
+            (PathBuf::from("/tmp/root"), PathBuf::from("/tmp/r"))
+        );
+        let t = Target::resolve_with(None, env(&[("WHARF_HOST", "")])).unwrap();
+        assert_eq!(t.socket, PathBuf::from("/run/wharf/wharf.sock"));
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub async fn ps(client: &Client, a: PsArgs) -> Result<u8> {
         .iter()
         .map(|c| format::ps_row(c, !a.no_trunc))
         .collect();
-    print!("{}", printer.render(&format::ps_headers(), &rows)?);
+    out!("{}", printer.render(&format::ps_headers(), &rows)?);
     Ok(0)
 }
 
@@ -88,7 +88,7 @@ async fn each(
         match res {
             Ok(resp) => {
                 http_body_util::BodyExt::collect(resp.into_body()).await?;
-                println!("{n}");
+                outln!("{n}");
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -145,7 +145,7 @@ pub async fn wait(client: &Client, a: ContainersArgs) -> Result<u8> {
             .post::<Value, ()>(&format!("/containers/{}/wait", seg(c)), None)
             .await
         {
-            Ok(v) => println!(
+            Ok(v) => outln!(
                 "{}",
                 v.get("StatusCode").and_then(Value::as_i64).unwrap_or(0)
             ),
@@ -194,7 +194,7 @@ pub async fn top(client: &Client, a: TopArgs) -> Result<u8> {
         text.push_str(&strs(p).join("\t"));
         text.push('\n');
     }
-    print!("{}", tabwriter::layout(&text, 20, 3));
+    out!("{}", tabwriter::layout(&text, 20, 3));
     Ok(0)
 }
 
@@ -243,11 +243,11 @@ pub async fn stats(client: &Client, a: StatsArgs) -> Result<u8> {
         }
         let out = printer.render(&format::stats_headers(), &rows)?;
         if a.no_stream {
-            print!("{out}");
+            out!("{out}");
             return Ok(0);
         }
         // Redraw in place, like docker's live view.
-        print!("\x1b[2J\x1b[H{out}");
+        out!("\x1b[2J\x1b[H{out}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -269,17 +269,17 @@ pub async fn prune(client: &Client, a: PruneArgs) -> Result<u8> {
         .cloned()
         .unwrap_or_default();
     if !deleted.is_empty() {
-        println!("Deleted Containers:");
+        outln!("Deleted Containers:");
         for d in &deleted {
-            println!("{}", d.as_str().unwrap_or_default());
+            outln!("{}", d.as_str().unwrap_or_default());
         }
-        println!();
+        outln!();
     }
     let space = report
         .get("SpaceReclaimed")
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
-    println!("Total reclaimed space: {}", units::human_size(space));
+    outln!("Total reclaimed space: {}", units::human_size(space));
     Ok(0)
 }
 
@@ -458,7 +458,7 @@ pub async fn inspect_objects(
             }
         }
     }
-    print!("{out}");
+    out!("{out}");
     for e in &errors {
         eprintln!("{e}");
     }

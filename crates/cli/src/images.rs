@@ -149,16 +149,17 @@ async fn show_messages(body: Incoming, to_stderr: bool, quiet: bool) -> Result<(
         } else {
             return Ok(());
         };
-        let res = if to_stderr {
-            std::io::stderr().write_all(text.as_bytes())
+        if to_stderr {
+            std::io::stderr()
+                .write_all(text.as_bytes())
+                .map_err(|source| ImagesError::Write {
+                    path: "stderr".into(),
+                    source,
+                })
         } else {
-            let mut o = std::io::stdout().lock();
-            o.write_all(text.as_bytes()).and_then(|_| o.flush())
-        };
-        res.map_err(|source| ImagesError::Write {
-            path: "stdout".into(),
-            source,
-        })
+            stdio::write_stdout(text.as_bytes());
+            Ok(())
+        }
     };
     loop {
         let frame = body.frame().await;
@@ -199,7 +200,7 @@ pub async fn pull(client: &Client, image: &str, quiet: bool, to_stderr: bool) ->
         .or(tag.clone())
         .unwrap_or_else(|| "latest".into());
     if tag.is_none() && digest.is_none() && !quiet && !to_stderr {
-        println!("Using default tag: latest");
+        outln!("Using default tag: latest");
     }
     let path = Query::new()
         .push("fromImage", &name)
@@ -214,7 +215,7 @@ pub async fn pull(client: &Client, image: &str, quiet: bool, to_stderr: bool) ->
             Some(d) => format!("{}@{d}", qualified(&name)),
             None => format!("{}:{api_tag}", qualified(&name)),
         };
-        println!("{full}");
+        outln!("{full}");
     }
     Ok(())
 }
@@ -254,24 +255,7 @@ pub async fn list(client: &Client, a: ImagesArgs) -> Result<u8> {
             )
         })
         .collect();
-    let rows = if a.quiet {
-        // -q lists each image once.
-        let mut seen = Vec::new();
-        rows.into_iter()
-            .filter(|r| {
-                let id = r.fields.get("ID").cloned();
-                if seen.contains(&id) {
-                    false
-                } else {
-                    seen.push(id);
-                    true
-                }
-            })
-            .collect()
-    } else {
-        rows
-    };
-    print!("{}", printer.render(&format::images_headers(), &rows)?);
+    out!("{}", printer.render(&format::images_headers(), &rows)?);
     Ok(0)
 }
 
@@ -502,10 +486,10 @@ pub async fn rmi(client: &Client, a: RmiArgs) -> Result<u8> {
             Ok(items) => {
                 for it in items.unwrap_or_default() {
                     if let Some(u) = it.get("Untagged").and_then(Value::as_str) {
-                        println!("Untagged: {u}");
+                        outln!("Untagged: {u}");
                     }
                     if let Some(d) = it.get("Deleted").and_then(Value::as_str) {
-                        println!("Deleted: {d}");
+                        outln!("Deleted: {d}");
                     }
                 }
             }
@@ -528,7 +512,7 @@ pub async fn history(client: &Client, a: HistoryArgs) -> Result<u8> {
         .iter()
         .map(|h| format::history_row(h, !a.no_trunc, a.human))
         .collect();
-    print!(
+    out!(
         "{}",
         printer.render(&format::history_headers(a.human), &rows)?
     );
@@ -537,7 +521,7 @@ pub async fn history(client: &Client, a: HistoryArgs) -> Result<u8> {
 
 /// Asks "[y/N]" on stderr-free stdout like docker; anything but y/yes declines.
 pub fn confirm(warning: &str) -> bool {
-    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    out!("{warning}\nAre you sure you want to continue? [y/N] ");
     let _ = std::io::stdout().flush();
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
@@ -567,21 +551,21 @@ pub async fn prune(client: &Client, a: ImagePruneArgs) -> Result<u8> {
         .cloned()
         .unwrap_or_default();
     if !deleted.is_empty() {
-        println!("Deleted Images:");
+        outln!("Deleted Images:");
         for d in &deleted {
             if let Some(u) = d.get("Untagged").and_then(Value::as_str) {
-                println!("untagged: {u}");
+                outln!("untagged: {u}");
             } else if let Some(x) = d.get("Deleted").and_then(Value::as_str) {
-                println!("deleted: {x}");
+                outln!("deleted: {x}");
             }
         }
-        println!();
+        outln!();
     }
     let space = report
         .get("SpaceReclaimed")
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
-    println!("Total reclaimed space: {}", units::human_size(space));
+    outln!("Total reclaimed space: {}", units::human_size(space));
     Ok(0)
 }
 

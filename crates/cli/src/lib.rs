@@ -5,6 +5,17 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
+/// `print!` that ends the process quietly when stdout's reader went away (`| head`), as a
+/// SIGPIPE ends docker, instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::stdio::write_stdout(format!($($t)*).as_bytes()) };
+}
+
+macro_rules! outln {
+    () => { $crate::stdio::write_stdout(b"\n") };
+    ($($t:tt)*) => { $crate::stdio::write_stdout(format!("{}\n", format_args!($($t)*)).as_bytes()) };
+}
+
 mod client;
 mod containers;
 mod createopts;
@@ -40,7 +51,7 @@ pub fn main() -> ExitCode {
         }
     };
     if cli.version {
-        println!("wharf version {}", env!("CARGO_PKG_VERSION"));
+        outln!("wharf version {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let Some(cmd) = cli.cmd else {

@@ -158,7 +158,7 @@ pub async fn run(client: &Client, a: RunArgs) -> Result<u8, RunError> {
         if let Err(e) = client.post_empty(&format!("/containers/{id}/start")).await {
             return Err(start_failure(e, 125));
         }
-        println!("{id}");
+        outln!("{id}");
         return Ok(0);
     }
     let keys = detach_keys(a.detach_keys.as_deref());
@@ -181,7 +181,7 @@ pub async fn create_cmd(client: &Client, a: CreateArgs) -> Result<u8, RunError> 
     }
     let id = create(client, &built).await?;
     write_cidfile(a.c.cidfile.as_deref(), &id)?;
-    println!("{id}");
+    outln!("{id}");
     Ok(0)
 }
 
@@ -240,20 +240,35 @@ async fn foreground(
         },
         client.send(Method::POST, &wait_path, crate::client::empty(), None)
     );
-    let hijacked = hijacked.transpose()?;
-    let wait = wait?;
-    let raw = if s.tty && s.streams.stdin && stdio::stdin_is_tty() {
-        Some(RawMode::enter()?)
-    } else {
-        None
-    };
-    if let Err(e) = client.post_empty(&format!("/containers/{id}/start")).await {
-        drop(raw);
+    // A container that will never start is not left behind when --rm asked for removal.
+    let discard = || async {
         if auto_remove {
             let _ = client
                 .delete_empty(&format!("/containers/{id}?force=1"))
                 .await;
         }
+    };
+    let (hijacked, wait) = match (hijacked.transpose(), wait) {
+        (Ok(h), Ok(w)) => (h, w),
+        (Err(e), _) | (_, Err(e)) => {
+            discard().await;
+            return Err(e.into());
+        }
+    };
+    let raw = if s.tty && s.streams.stdin && stdio::stdin_is_tty() {
+        match RawMode::enter() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                discard().await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(e) = client.post_empty(&format!("/containers/{id}/start")).await {
+        drop(raw);
+        discard().await;
         return Err(start_failure(e, start_default));
     }
     let _helpers = Helpers::spawn(client, id, s.tty, s.sig_proxy, false);
@@ -439,7 +454,7 @@ pub async fn start(client: &Client, a: StartArgs) -> Result<u8, RunError> {
             .post_empty(&format!("/containers/{}/start", seg(c)))
             .await
         {
-            Ok(()) => println!("{c}"),
+            Ok(()) => outln!("{c}"),
             Err(e) => {
                 eprintln!("{e}");
                 failed.push(c.clone());

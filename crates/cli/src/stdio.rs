@@ -85,19 +85,26 @@ impl OutputSink {
     }
 }
 
+/// Writes to stdout; when the reader has gone away, exits as a SIGPIPE would (status 141).
+pub fn write_stdout(data: &[u8]) {
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(data).and_then(|_| o.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(141);
+    }
+}
+
 fn write_to(fd: u8, data: &[u8]) -> std::io::Result<()> {
-    let res = if fd == 2 {
+    if fd == 2 {
         let mut e = std::io::stderr().lock();
-        e.write_all(data).and_then(|_| e.flush())
+        match e.write_all(data).and_then(|_| e.flush()) {
+            Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err),
+            _ => Ok(()),
+        }
     } else {
-        let mut o = std::io::stdout().lock();
-        o.write_all(data).and_then(|_| o.flush())
-    };
-    match res {
-        Ok(()) => Ok(()),
-        // A closed pipe on our side (e.g. `| head`) ends the copy quietly.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(e),
+        write_stdout(data);
+        Ok(())
     }
 }
 

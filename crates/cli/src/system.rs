@@ -33,7 +33,7 @@ fn client_version() -> Value {
     json!({
         "Platform": {"Name": "wharf"},
         "Version": env!("CARGO_PKG_VERSION"),
-        "ApiVersion": wharf_api::API_VERSION,
+        "APIVersion": wharf_api::API_VERSION,
         "DefaultAPIVersion": wharf_api::API_VERSION,
         "GitCommit": "",
         "GoVersion": "",
@@ -42,6 +42,32 @@ fn client_version() -> Value {
         "BuildTime": "",
         "Context": "default",
     })
+}
+
+/// The server's version as docker's templates see it: Go field names (`APIVersion`) and
+/// build times in `time.ANSIC`.
+fn go_version_fields(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        if let Some(api) = m.remove("ApiVersion") {
+            m.insert("APIVersion".into(), api);
+        }
+        if let Some(Value::String(t)) = m.get("BuildTime") {
+            let t = ansic(t);
+            m.insert("BuildTime".into(), Value::String(t));
+        }
+        if let Some(Value::Array(comps)) = m.get_mut("Components") {
+            for c in comps {
+                if let Some(Value::String(t)) = c.get("Details").and_then(|d| d.get("BuildTime")) {
+                    let t = ansic(t);
+                    if let Some(d) = c.get_mut("Details").and_then(Value::as_object_mut) {
+                        d.insert("BuildTime".into(), Value::String(t));
+                    }
+                }
+            }
+        }
+    }
+    v
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -54,32 +80,41 @@ fn render(format: &str, data: &Value) -> Result<String, SystemError> {
 }
 
 pub async fn version(client: &Client, a: FormatArgs) -> Result<u8, SystemError> {
-    let c = client_version();
+    let mut c = client_version();
     let server = client.get::<Value>("/version").await;
+    // Like docker, the client reports the version it ends up speaking: the lower of the two.
+    let theirs = server
+        .as_ref()
+        .ok()
+        .map(|v| s(v, "ApiVersion").to_string())
+        .unwrap_or_default();
+    let ours = wharf_api::API_VERSION;
+    let downgraded = matches!(
+        (wharf_api::parse_version(&theirs), wharf_api::parse_version(ours)),
+        (Some(t), Some(o)) if t < o
+    );
+    if let Some(m) = c.as_object_mut() {
+        let speaking = if downgraded {
+            theirs.clone()
+        } else {
+            ours.to_string()
+        };
+        m.insert("APIVersion".into(), Value::String(speaking));
+    }
     if let Some(f) = a.format.as_deref() {
-        let data = json!({"Client": c, "Server": server.as_ref().ok()});
-        println!("{}", render(f, &data)?);
+        let data = json!({"Client": c, "Server": server.as_ref().ok().map(go_version_fields)});
+        outln!("{}", render(f, &data)?);
         return Ok(if server.is_ok() { 0 } else { 1 });
     }
     let mut out = String::new();
     out.push_str("Client:\n");
     out.push_str(&format!(" Version:           {}\n", s(&c, "Version")));
-    let ours = s(&c, "ApiVersion");
-    let theirs = server
-        .as_ref()
-        .ok()
-        .map(|v| s(v, "ApiVersion"))
-        .unwrap_or_default();
-    match (
-        wharf_api::parse_version(theirs),
-        wharf_api::parse_version(ours),
-    ) {
-        (Some(t), Some(o)) if t < o => {
-            out.push_str(&format!(
-                " API version:       {theirs} (downgraded from {ours})\n"
-            ));
-        }
-        _ => out.push_str(&format!(" API version:       {ours}\n")),
+    if downgraded {
+        out.push_str(&format!(
+            " API version:       {theirs} (downgraded from {ours})\n"
+        ));
+    } else {
+        out.push_str(&format!(" API version:       {ours}\n"));
     }
     out.push_str(&format!(
         " OS/Arch:           {}/{}\n",
@@ -87,7 +122,7 @@ pub async fn version(client: &Client, a: FormatArgs) -> Result<u8, SystemError> 
         s(&c, "Arch")
     ));
     out.push_str(" Context:           default\n");
-    print!("{out}");
+    out!("{out}");
     let v = server?;
     let mut out = String::new();
     let platform = v.get("Platform").map(|p| s(p, "Name")).unwrap_or_default();
@@ -145,7 +180,7 @@ pub async fn version(client: &Client, a: FormatArgs) -> Result<u8, SystemError> 
             s(&v, "MinAPIVersion")
         ));
     }
-    print!("{out}");
+    out!("{out}");
     Ok(0)
 }
 
@@ -170,7 +205,7 @@ pub async fn info(client: &Client, a: FormatArgs) -> Result<u8, SystemError> {
                 json!({"Version": env!("CARGO_PKG_VERSION"), "Context": "default", "Debug": false}),
             );
         }
-        println!("{}", render(f, &v)?);
+        outln!("{}", render(f, &v)?);
         return Ok(0);
     }
     let mut o = String::new();
@@ -300,6 +335,6 @@ pub async fn info(client: &Client, a: FormatArgs) -> Result<u8, SystemError> {
             eprintln!("{w}");
         }
     }
-    print!("{o}");
+    out!("{o}");
     Ok(0)
 }

@@ -1268,7 +1268,7 @@ mod tests {
         assert_eq!(run(r#"{{title "hello world"}}"#, &v), "Hello World");
         assert_eq!(run(r#"{{truncate "abcdef" 3}}"#, &v), "abc");
         assert_eq!(run(r#"{{pad "x" 1 2}}"#, &v), " x  ");
-        assert_eq!(run("{{json .}}", &v), r#"{"Name":"Web","N":3}"#);
+        assert_eq!(run("{{json .}}", &v), r#"{"N":3,"Name":"Web"}"#);
         assert_eq!(
             run("{{nosuch .}}", &v),
             "ERR template: function \"nosuch\" not defined"
