@@ -2,6 +2,7 @@
 
 pub mod container;
 pub mod content;
+pub mod distribution;
 pub mod error;
 pub mod image;
 pub mod meta;
