@@ -182,6 +182,16 @@ impl Remote {
             OciDistributionError::ServerError { code: 403, .. } => {
                 denied("denied: access forbidden")
             }
+            OciDistributionError::RequestError(r)
+                if r.status() == Some(reqwest::StatusCode::UNAUTHORIZED) =>
+            {
+                denied("unauthorized: authentication required")
+            }
+            OciDistributionError::RequestError(r)
+                if r.status() == Some(reqwest::StatusCode::FORBIDDEN) =>
+            {
+                denied("denied: access forbidden")
+            }
             OciDistributionError::ServerError { code: 404, .. } => {
                 DistributionError::NotFound(format!("{context}: not found"))
             }
