@@ -337,6 +337,27 @@ async fn multi_arch_index_picks_the_platform() {
     assert!(matches!(err, DistributionError::NotFound(_)));
     assert_eq!(b.state(), before);
 
+    // `pull -a`: every tag (here the one the index has).
+    let c = Root::new();
+    let p = Collected::new();
+    let all = c
+        .dist()
+        .pull_all_tags(&name, None, None, &p.tx)
+        .await
+        .unwrap();
+    p.finish().await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].reference, format!("{name}:latest"));
+    assert_eq!(all[0].image.id, amd_c);
+    let p = Collected::new();
+    let err = c
+        .dist()
+        .pull_all_tags(&format!("{name}:latest"), None, None, &p.tx)
+        .await
+        .unwrap_err();
+    p.finish().await;
+    assert!(err.to_string().contains("all-tags"), "{err}");
+
     let inspect = a.dist().inspect(&name, None).await.unwrap();
     assert_eq!(
         inspect.descriptor.digest.as_deref(),
@@ -377,7 +398,7 @@ fn forward(upstream: &str, req: &Request) -> Response {
         req.method
     );
     for (k, v) in &req.headers {
-        if ["accept", "authorization"].contains(&k.to_ascii_lowercase().as_str()) {
+        if ["accept", "authorization", "range"].contains(&k.to_ascii_lowercase().as_str()) {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
     }
@@ -639,4 +660,55 @@ async fn bad_content_is_refused_and_the_store_is_unchanged() {
     assert!(matches!(err, DistributionError::NotFound(_)), "{err:?}");
     assert!(err.to_string().contains("manifest unknown"), "{err}");
     assert_eq!(root.state(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_connection_resumes_the_download() {
+    let reg = Registry::start();
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (_, _, digests, _) = put_image(
+        &reg.addr,
+        "flaky",
+        Some("v1"),
+        "amd64",
+        &[layer("big", &big)],
+    )
+    .await;
+    let blob = digests[0].clone();
+    let cut = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (upstream, c, seen) = (reg.addr.clone(), cut.clone(), requests.clone());
+    let proxy = HttpServer::start(move |req| {
+        let mut res = forward(&upstream, req);
+        if req.method == "GET" && req.path.ends_with(&blob) {
+            seen.lock()
+                .unwrap()
+                .push(req.header("range").unwrap_or("").to_string());
+            if !c.swap(true, Ordering::SeqCst) {
+                // The first response claims the whole blob and stops half way.
+                let full = res.body.len() as u64;
+                res.body.truncate(res.body.len() / 2);
+                res.claimed_length = Some(full);
+            }
+        }
+        res
+    });
+    let root = Root::new();
+    let p = Collected::new();
+    let got = root
+        .dist()
+        .pull(&format!("{}/flaky:v1", proxy.addr), None, None, &p.tx)
+        .await
+        .unwrap();
+    p.finish().await;
+    let dirs = root.store().lower_dirs(&got.image).unwrap();
+    assert_eq!(std::fs::read(dirs[0].join("data/big")).unwrap(), big);
+    let seen = requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], "");
+    assert!(seen[1].starts_with("bytes="), "{seen:?}");
+    assert_ne!(
+        seen[1], "bytes=0-",
+        "the retry starts where the first response stopped"
+    );
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use oci_client::client::BlobResponse;
 use tokio::sync::mpsc::{self, Sender};
 
 use super::progress::{Progress, offer, send};
@@ -43,6 +44,9 @@ const ACCEPT: [&str; 4] = [
     oci::OCI_MANIFEST,
     oci::DOCKER_MANIFEST,
 ];
+
+/// How often a layer download that loses its connection is resumed.
+const MAX_RETRIES: u32 = 3;
 
 fn bad(msg: impl Into<String>) -> DistributionError {
     DistributionError::BadContent(msg.into())
@@ -476,12 +480,23 @@ async fn download(ctx: &Arc<Ctx>, job: &Job, id: &str) -> Result<(), Distributio
     let total = job.desc.size;
     let step = (total / 100).max(256 << 10);
     let (mut received, mut shown) = (0u64, 0u64);
-    loop {
+    // Bytes of a restarted response to drop: a registry that ignores Range sends it all again.
+    let mut skip = 0u64;
+    let mut retries = 0;
+    'download: loop {
         if ctx.stop.load(Ordering::Relaxed) {
             break;
         }
         match stream.next().await {
-            Some(Ok(b)) => {
+            Some(Ok(mut b)) => {
+                if skip > 0 {
+                    let n = skip.min(b.len() as u64);
+                    skip -= n;
+                    let _ = b.split_to(n as usize);
+                    if b.is_empty() {
+                        continue;
+                    }
+                }
                 received += b.len() as u64;
                 if tx.send(Msg::Data(b)).await.is_err() {
                     break;
@@ -495,6 +510,28 @@ async fn download(ctx: &Arc<Ctx>, job: &Job, id: &str) -> Result<(), Distributio
                 }
             }
             Some(Err(e)) => {
+                // A connection lost part way: carry on from the bytes already received, as
+                // Docker retries a layer download.
+                while received < total && retries < MAX_RETRIES {
+                    retries += 1;
+                    match remote
+                        .client
+                        .pull_blob_stream_partial(&oci, job.digest.as_str(), received, None)
+                        .await
+                    {
+                        Ok(BlobResponse::Partial(s)) => {
+                            stream = s;
+                            skip = 0;
+                            continue 'download;
+                        }
+                        Ok(BlobResponse::Full(s)) => {
+                            stream = s;
+                            skip = received;
+                            continue 'download;
+                        }
+                        Err(_) => {}
+                    }
+                }
                 let _ = tx.send(Msg::Fail(e.to_string())).await;
                 break;
             }
@@ -556,6 +593,40 @@ async fn run_job(ctx: Arc<Ctx>, job: Job) -> Result<(), DistributionError> {
 }
 
 impl Distribution {
+    /// `docker pull -a`: every tag of repository `name` (which must not carry a tag or
+    /// digest), one after the other.
+    pub async fn pull_all_tags(
+        &self,
+        name: &str,
+        platform: Option<&str>,
+        auth: Option<&AuthConfig>,
+        progress: &Sender<Progress>,
+    ) -> Result<Vec<PullResult>, DistributionError> {
+        let r = Reference::parse(name)?;
+        if r.tag.is_some() || r.digest.is_some() {
+            return Err(DistributionError::Invalid(
+                "tag can't be used with --all-tags/-a".into(),
+            ));
+        }
+        let remote = self.remote(&r, auth)?;
+        let mut tags = remote
+            .client
+            .list_tags(&remote.oci_ref(None, None), &remote.auth, None, None)
+            .await
+            .map_err(|e| remote.error(format!("listing the tags of {}", r.familiar()), e))?
+            .tags;
+        tags.sort();
+        let mut out = Vec::new();
+        for tag in tags {
+            let one = Reference {
+                tag: Some(tag),
+                ..r.clone()
+            };
+            out.push(Box::pin(self.pull(&one.familiar(), platform, auth, progress)).await?);
+        }
+        Ok(out)
+    }
+
     /// Pulls `reference` (`busybox`, `127.0.0.1:5000/x:y`, `name@sha256:...`) for
     /// `platform` (`os/arch[/variant]`, default this machine's), with `auth` or the stored
     /// credentials, reporting progress as Docker does.

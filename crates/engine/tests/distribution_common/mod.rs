@@ -180,6 +180,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// A Content-Length to claim instead of the body's (to cut a response short).
+    pub claimed_length: Option<u64>,
 }
 
 impl Response {
@@ -188,6 +190,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body: body.into(),
+            claimed_length: None,
         }
     }
 
@@ -270,6 +273,7 @@ fn serve(conn: TcpStream, handler: &Handler) {
     let mut out = conn;
     let reason = match res.status {
         200 => "OK",
+        206 => "Partial Content",
         401 => "Unauthorized",
         404 => "Not Found",
         _ => "Status",
@@ -277,7 +281,7 @@ fn serve(conn: TcpStream, handler: &Handler) {
     let mut head = format!(
         "HTTP/1.1 {} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n",
         res.status,
-        res.body.len()
+        res.claimed_length.unwrap_or(res.body.len() as u64)
     );
     for (k, v) in &res.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
