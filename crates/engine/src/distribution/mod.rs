@@ -28,7 +28,7 @@ use crate::error::ErrorKind;
 use crate::image::{ImageError, ImageStore, Reference};
 pub use auth::{AuthConfig, Challenge, CredentialStore};
 pub use progress::Progress;
-pub use pull::PullResult;
+pub use pull::{PullResult, create_reference};
 pub use push::{LayerCompression, PushResult};
 
 /// Manifests larger than this are refused (the registry's own limit for accepting one).
@@ -512,6 +512,23 @@ mod tests {
         assert!(is_insecure("reg.local:5000", &list));
         assert!(!is_insecure("reg.local:6000", &list));
         assert!(is_insecure("other.local:443", &list));
+    }
+
+    #[test]
+    fn futures_can_be_spawned() {
+        fn send<T: Send>(_: &T) {}
+        fn shared<T: Send + Sync>() {}
+        shared::<Distribution>();
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(crate::meta::Meta::open(&dir.path().join("meta.redb")).unwrap());
+        let store = Arc::new(ImageStore::open(dir.path(), meta).unwrap());
+        let dist = Distribution::new(store, dir.path()).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        send(&dist.pull("x", None, None, &tx));
+        send(&dist.pull_all_tags("x", None, None, &tx));
+        send(&dist.push("x", None, None, LayerCompression::Gzip, &tx));
+        send(&dist.login(&AuthConfig::default()));
+        send(&dist.inspect("x", None));
     }
 
     #[test]

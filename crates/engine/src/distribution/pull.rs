@@ -592,6 +592,31 @@ async fn run_job(ctx: Arc<Ctx>, job: Job) -> Result<(), DistributionError> {
     Ok(())
 }
 
+/// What `POST /images/create?fromImage=..&tag=..` asks for: the reference to pull, and
+/// whether it means every tag (no tag or digest anywhere, as `docker pull -a` sends it).
+/// A `tag` that is a digest pins the digest.
+pub fn create_reference(
+    from_image: &str,
+    tag: Option<&str>,
+) -> Result<(String, bool), DistributionError> {
+    let mut r = Reference::parse(from_image)?;
+    match tag.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) if t.contains(':') => {
+            r.digest = Some(
+                Digest::parse(t)
+                    .map_err(|_| DistributionError::Invalid(format!("invalid digest {t:?}")))?,
+            );
+            r.tag = None;
+        }
+        Some(t) => {
+            r = Reference::parse(&format!("{}:{t}", r.name()))?;
+        }
+        None => {}
+    }
+    let all = r.tag.is_none() && r.digest.is_none();
+    Ok((r.familiar(), all))
+}
+
 impl Distribution {
     /// `docker pull -a`: every tag of repository `name` (which must not carry a tag or
     /// digest), one after the other.
@@ -968,6 +993,26 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn create_requests_name_what_to_pull() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let c = |f: &str, t: Option<&str>| create_reference(f, t).unwrap();
+        assert_eq!(
+            c("busybox", Some("latest")),
+            ("busybox:latest".into(), false)
+        );
+        assert_eq!(c("busybox", None), ("busybox".into(), true));
+        assert_eq!(c("busybox", Some("")), ("busybox".into(), true));
+        assert_eq!(c("busybox:1.36", None), ("busybox:1.36".into(), false));
+        assert_eq!(c("busybox", Some(&d)), (format!("busybox@{d}"), false));
+        assert_eq!(
+            c("127.0.0.1:5000/x/y", Some("v1")),
+            ("127.0.0.1:5000/x/y:v1".into(), false)
+        );
+        assert!(create_reference("busybox", Some("sha256:zz")).is_err());
+        assert!(create_reference("Bad", Some("x")).is_err());
     }
 
     #[test]

@@ -304,15 +304,17 @@ impl Distribution {
             )
             .await;
         }
-        let uploads: Vec<Upload> = futures_util::stream::iter(
-            record
-                .layers
-                .iter()
-                .map(|l| self.push_layer(remote, l, compression, progress)),
-        )
-        .buffered(self.max_uploads)
-        .try_collect()
-        .await?;
+        // The futures are made first: a closure mapping the stream would make the whole
+        // push future lose `Send` (a higher-ranked lifetime the compiler cannot prove).
+        let layers: Vec<_> = record
+            .layers
+            .iter()
+            .map(|l| self.push_layer(remote, l, compression, progress))
+            .collect();
+        let uploads: Vec<Upload> = futures_util::stream::iter(layers)
+            .buffered(self.max_uploads)
+            .try_collect()
+            .await?;
 
         let repo = remote.oci_ref(None, None);
         let config_digest = Digest::parse(&record.id)?;
