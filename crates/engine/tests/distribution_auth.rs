@@ -318,4 +318,18 @@ async fn bearer_token_auth_with_scopes() {
     p.finish().await;
     assert_eq!(pulled.image.id, id);
     assert_eq!(pulled.digest, pushed[0].digest);
+
+    // A push to another repository mounts the layer, with a token for both repositories.
+    let copy = format!("{}/tok/copy:v1", reg.addr);
+    b.store().tag(&name, &copy).unwrap();
+    let p = Collected::new();
+    let again = b
+        .dist()
+        .push(&copy, None, Some(&alice), LayerCompression::Gzip, &p.tx)
+        .await
+        .unwrap();
+    let log = p.finish().await;
+    assert_eq!(again[0].digest, pushed[0].digest);
+    let st = statuses(&log);
+    assert!(st.iter().any(|s| s == "Mounted from tok/app"), "{st:?}");
 }

@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod metadata;
+mod mount;
 pub mod progress;
 mod pull;
 mod push;
@@ -145,6 +146,10 @@ pub(crate) struct Remote {
     pub registry: String,
     /// Whether any credentials were given or stored.
     pub authenticated: bool,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// For the requests oci-client does not make (cross-repository mounts).
+    pub http: reqwest::Client,
 }
 
 impl Remote {
@@ -224,6 +229,17 @@ impl Remote {
             _ => DistributionError::Registry { context, source: e },
         }
     }
+}
+
+fn http_client() -> Result<reqwest::Client, DistributionError> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| DistributionError::Http {
+            context: "setting up an http client".into(),
+            source: e,
+        })
 }
 
 /// Whether the registry is reached over plain HTTP: loopback hosts (127.0.0.0/8, ::1,
@@ -356,6 +372,7 @@ impl Distribution {
                 source: e,
             })?;
         let (auth, authenticated) = self.registry_auth(&registry, auth)?;
+        let http = http_client()?;
         Ok(Remote {
             client,
             reference: reference.clone(),
@@ -363,6 +380,8 @@ impl Distribution {
             auth,
             registry,
             authenticated,
+            scheme,
+            http,
         })
     }
 
@@ -379,13 +398,7 @@ impl Distribution {
             DistributionError::Invalid("login needs a username and a password".into())
         })?;
         let url = format!("{}://{registry}/v2/", self.scheme(&registry));
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| DistributionError::Http {
-                context: "setting up an http client".into(),
-                source: e,
-            })?;
+        let http = http_client()?;
         let fail = |what: &str| {
             let context = format!("login to {url}: {what}");
             move |source| DistributionError::Http { context, source }

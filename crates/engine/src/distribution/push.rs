@@ -545,17 +545,7 @@ impl Distribution {
             .metadata
             .sources(&upload.desc.digest, &remote.registry, &repository)
         {
-            let from = oci_client::Reference::with_tag(
-                remote.registry.clone(),
-                source.clone(),
-                "latest".into(),
-            );
-            if remote
-                .client
-                .mount_blob(&repo, &from, &upload.desc.digest)
-                .await
-                .is_ok()
-            {
+            if remote.mount(&upload.desc.digest, &source).await {
                 send(
                     progress,
                     Progress::layer(&id, format!("Mounted from {source}")),
