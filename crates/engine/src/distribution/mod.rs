@@ -312,31 +312,33 @@ impl Distribution {
     }
 
     /// The credentials to use with `registry`: those given, else the stored ones.
-    fn registry_auth(
-        &self,
-        registry: &str,
-        given: Option<&AuthConfig>,
-    ) -> Result<(RegistryAuth, bool), DistributionError> {
+    fn registry_auth(&self, registry: &str, given: Option<&AuthConfig>) -> (RegistryAuth, bool) {
         let stored;
         let auth = match given.filter(|a| a.credentials()) {
             Some(a) => a,
-            None => match self.credentials.get(registry)? {
-                Some(a) => {
+            None => match self.credentials.get(registry) {
+                Ok(Some(a)) => {
                     stored = a;
                     &stored
                 }
-                None => return Ok((RegistryAuth::Anonymous, false)),
+                Ok(None) => return (RegistryAuth::Anonymous, false),
+                // Unreadable stored credentials must not stop a pull of a public image.
+                Err(e) => {
+                    tracing::warn!("{}; going on without credentials", e.message());
+                    return (RegistryAuth::Anonymous, false);
+                }
             },
         };
         if !auth.registry_token.is_empty() {
-            return Ok((RegistryAuth::Bearer(auth.registry_token.clone()), true));
+            return (RegistryAuth::Bearer(auth.registry_token.clone()), true);
         }
         if let Some((user, password)) = auth.user_password() {
-            return Ok((RegistryAuth::Basic(user, password), true));
+            return (RegistryAuth::Basic(user, password), true);
         }
-        Err(DistributionError::Invalid(format!(
-            "credentials for {registry} hold only an identity token, which wharf cannot use yet: log in with a username and password"
-        )))
+        tracing::warn!(
+            "credentials for {registry} hold only an identity token, which wharf cannot use yet; going on without credentials"
+        );
+        (RegistryAuth::Anonymous, false)
     }
 
     pub(crate) fn remote(
@@ -371,7 +373,7 @@ impl Distribution {
                 context: format!("setting up a client for {registry}"),
                 source: e,
             })?;
-        let (auth, authenticated) = self.registry_auth(&registry, auth)?;
+        let (auth, authenticated) = self.registry_auth(&registry, auth);
         let http = http_client()?;
         Ok(Remote {
             client,
