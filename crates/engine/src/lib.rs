@@ -1,5 +1,6 @@
 //! The engine: images, containers, their state.
 
+pub mod build;
 pub mod container;
 pub mod content;
 pub mod distribution;

@@ -12,6 +12,7 @@
 //! container uses it (checked on the next remove or prune).
 
 mod archive;
+mod commit;
 pub mod config;
 mod import;
 pub(crate) mod lease;
