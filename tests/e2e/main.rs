@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod shim;
 
 #[test]
 fn busybox_rootfs_is_made() {

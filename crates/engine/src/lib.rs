@@ -1,7 +1,9 @@
 //! The engine: images, containers, their state. Knows nothing of HTTP; the daemon calls it.
 
+pub mod build;
 pub mod container;
 pub mod content;
+pub mod distribution;
 pub mod error;
 pub mod image;
 mod images;

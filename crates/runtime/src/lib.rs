@@ -1,1 +1,18 @@
-//! The OCI runtime, driven from the shim.
+//! The OCI runtime: a thin, synchronous layer over youki's `libcontainer` and `libcgroups`.
+//!
+//! Creating, starting and exec'ing containers clone3()s the calling process, so those calls
+//! belong in a single-threaded process (the shim). The cgroup reads in [`cgroup`] never fork
+//! and are safe to call from the daemon.
+
+#[allow(unsafe_code)]
+mod sys;
+
+pub mod cgroup;
+mod container;
+mod executor;
+pub mod socket;
+
+pub use container::{Container, ExecOptions, InitOptions, RuntimeError, Stdio, exec};
+pub use sys::{
+    Fork, fork, recv_with_fd, send_with_fd, set_sigpipe_default, set_winsize, thread_count,
+};

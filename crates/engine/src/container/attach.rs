@@ -8,16 +8,9 @@ use std::sync::{Arc, Mutex};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
-use super::{Container, ContainerError, ContainerPaths, Status, shim};
+use super::shim::{self, AttachStreams};
+use super::{Container, ContainerError, ContainerPaths, Status};
 use crate::Engine;
-
-/// Which streams an attach wants.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AttachStreams {
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
-}
 
 pub(super) struct PendingAttach {
     streams: AttachStreams,

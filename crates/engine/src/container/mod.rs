@@ -35,7 +35,8 @@ use wharf_api::models;
 
 use crate::error::ErrorKind;
 
-pub use attach::{AttachFuture, AttachStreams};
+pub use attach::AttachFuture;
+pub use shim::AttachStreams;
 pub use exec::{ExecIo, ExecStart, ExecStream};
 pub use list::Filters;
 pub use logs::LogOptions;

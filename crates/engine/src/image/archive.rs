@@ -76,6 +76,24 @@ fn archive_key(name: &str) -> Result<String, ImageError> {
     Ok(parts.join("/"))
 }
 
+/// Where a symlink member at `key` (in directory `dir`) points, as a key: `..` may climb
+/// (skopeo's docker-archive links `<id>/layer.tar` to `../<digest>.tar`) but not out.
+fn link_key(key: &str, dir: &str, target: &str) -> Result<String, ImageError> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in dir.split('/').chain(target.split('/')) {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(bad(format!("member {key} links outside the archive")));
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
 fn blob_key(digest: &str) -> Result<String, ImageError> {
     let d = Digest::parse(digest).map_err(|_| bad(format!("unsupported digest {digest:?}")))?;
     Ok(format!("blobs/sha256/{}", d.hex()))
@@ -199,7 +217,7 @@ impl ImageStore {
                         return Err(bad(format!("member {key} links outside the archive")));
                     }
                     let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
-                    ArchiveFile::Link(archive_key(&format!("{dir}/{target}"))?)
+                    ArchiveFile::Link(link_key(&key, dir, &target)?)
                 }
                 tar::EntryType::Link => {
                     let target = entry
@@ -689,4 +707,16 @@ fn append_file(
 fn append_bytes(tar: &mut tar::Builder<&mut dyn Write>, path: &str, data: &[u8]) -> io::Result<()> {
     let mut h = header(data.len() as u64, 0o644, tar::EntryType::Regular);
     tar.append_data(&mut h, path, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_may_climb_but_not_out() {
+        assert_eq!(link_key("a/layer.tar", "a", "../b.tar").unwrap(), "b.tar");
+        assert_eq!(link_key("a/b/l", "a/b", "./../c").unwrap(), "a/c");
+        assert!(link_key("a/l", "a", "../../x").is_err());
+    }
 }

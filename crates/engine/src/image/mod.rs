@@ -12,9 +12,12 @@
 //! container uses it (checked on the next remove or prune).
 
 mod archive;
+mod commit;
 pub mod config;
 mod import;
+pub(crate) mod lease;
 pub mod oci;
+pub(crate) mod pulled;
 pub mod reference;
 mod remove;
 mod unpack;
@@ -194,6 +197,8 @@ pub struct ImageStore {
     meta: Arc<Meta>,
     content: ContentStore,
     snapshots: Snapshots,
+    /// `<root>/content/leases`: what unfinished pulls keep from garbage collection.
+    leases: PathBuf,
     /// Serialises every change to the store (reads go straight to meta).
     lock: Mutex<()>,
 }
@@ -213,8 +218,10 @@ impl ImageStore {
             meta,
             content: ContentStore::open(&root.join("content"))?,
             snapshots: Snapshots::open(&root.join("snapshots"))?,
+            leases: root.join("content").join("leases"),
             lock: Mutex::new(()),
         };
+        std::fs::create_dir_all(&store.leases).map_err(io_ctx("creating the lease directory"))?;
         store.collect_garbage()?;
         Ok(store)
     }
@@ -626,8 +633,14 @@ mod tests {
     fn error_kinds_map_to_statuses() {
         assert_eq!(ImageError::NotFound("x".into()).kind(), ErrorKind::NotFound);
         assert_eq!(ImageError::Conflict("x".into()).kind(), ErrorKind::Conflict);
-        assert_eq!(ImageError::HostileLayer("x".into()).kind(), ErrorKind::Invalid);
-        assert_eq!(ImageError::BadArchive("x".into()).kind(), ErrorKind::Invalid);
+        assert_eq!(
+            ImageError::HostileLayer("x".into()).kind(),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            ImageError::BadArchive("x".into()).kind(),
+            ErrorKind::Invalid
+        );
         let io = ImageError::Io {
             context: "x".into(),
             source: io::ErrorKind::Other.into(),

@@ -274,10 +274,9 @@ impl ImageStore {
         Ok((removed, freed))
     }
 
-    /// The chain ids and blobs some record (hidden ones too) refers to.
-    fn in_use_sets(&self) -> Result<(HashSet<Digest>, HashSet<Digest>), ImageError> {
-        let mut chains = HashSet::new();
-        let mut blobs = HashSet::new();
+    /// The chain ids and blobs some record (hidden ones too) or lease refers to.
+    pub(crate) fn in_use_sets(&self) -> Result<(HashSet<Digest>, HashSet<Digest>), ImageError> {
+        let (mut chains, mut blobs) = super::lease::leased(&self.leases);
         for r in self.records()? {
             for l in &r.layers {
                 chains.extend(Digest::parse(&l.chain_id).ok());
@@ -292,6 +291,7 @@ impl ImageStore {
     /// At open: deletes snapshots and blobs no record refers to (left by a crash between
     /// writing them and committing the metadata, or between a delete and its cleanup).
     pub(crate) fn collect_garbage(&self) -> Result<(), ImageError> {
+        super::lease::expire(&self.leases)?;
         let (chains, blobs) = self.in_use_sets()?;
         for chain in self.snapshots.list()? {
             if !chains.contains(&chain) {

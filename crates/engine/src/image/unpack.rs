@@ -74,30 +74,118 @@ pub(crate) fn unpack(raw: &mut dyn Read, dest: &Path) -> Result<Unpacked, ImageE
         .fill_buf()
         .map_err(io_ctx("reading layer"))?
         .to_vec();
-    let compression = Compression::detect(&head);
-    let unpacked = {
-        let decoder: Box<dyn Read + '_> = match compression {
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut buffered)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(&mut buffered)
-                    .map_err(io_ctx("starting zstd decoder"))?,
-            ),
-            Compression::None => Box::new(&mut buffered),
-        };
-        let mut hashing = HashingReader::new(decoder);
-        let size = {
-            let mut archive = tar::Archive::new(PadAtEof::new(&mut hashing));
-            let mut x = Extractor::new(dest)?;
-            x.run(&mut archive)?;
-            x.size
-        };
-        let (diff_id, _) = hashing
-            .finish()
-            .map_err(|e| ImageError::BadArchive(format!("layer stream: {e}")))?;
-        Unpacked { diff_id, size }
+    let unpacked = match Compression::detect(&head) {
+        Compression::None => extract(&mut buffered, dest)?,
+        compression => {
+            let decoder: Box<dyn Read + '_> = match compression {
+                Compression::Zstd => Box::new(
+                    zstd::stream::read::Decoder::with_buffer(&mut buffered)
+                        .map_err(io_ctx("starting zstd decoder"))?,
+                ),
+                _ => Box::new(flate2::bufread::MultiGzDecoder::new(&mut buffered)),
+            };
+            decompress_beside(decoder, dest)?
+        }
     };
     io::copy(&mut buffered, &mut io::sink()).map_err(io_ctx("reading layer"))?;
     Ok(unpacked)
+}
+
+/// Hashes the tar stream `tar` (the diff id) while extracting it into `dest`.
+fn extract(tar: &mut dyn Read, dest: &Path) -> Result<Unpacked, ImageError> {
+    let mut hashing = HashingReader::new(tar);
+    let size = {
+        let mut archive = tar::Archive::new(PadAtEof::new(&mut hashing));
+        let mut x = Extractor::new(dest)?;
+        x.run(&mut archive)?;
+        x.size
+    };
+    let (diff_id, _) = hashing
+        .finish()
+        .map_err(|e| ImageError::BadArchive(format!("layer stream: {e}")))?;
+    Ok(Unpacked { diff_id, size })
+}
+
+/// Decompressed bytes handed from the decompressing thread to the extracting one.
+const CHUNK: usize = 1 << 20;
+
+/// Decompression on this thread, hashing and extraction on another: on a large layer the two
+/// take about as long, so a pull or load of it runs on two cores instead of one.
+fn decompress_beside(mut decoder: Box<dyn Read + '_>, dest: &Path) -> Result<Unpacked, ImageError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    std::thread::scope(|scope| {
+        let extractor = scope.spawn(move || {
+            let mut chunks = ChunkReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            };
+            extract(&mut chunks, dest)
+        });
+        loop {
+            let mut chunk = vec![0u8; CHUNK];
+            let mut filled = 0;
+            let read = loop {
+                match decoder.read(&mut chunk[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == CHUNK {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            chunk.truncate(filled);
+            let end = filled < CHUNK;
+            let sent = match read {
+                // An error must reach the extractor as one: a stream that just stopped would
+                // look like a complete (padded) tar.
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+                Ok(()) if filled > 0 => tx.send(Ok(chunk)).is_ok(),
+                Ok(()) => true,
+            };
+            // A failed send means the extractor stopped (it has the error to report).
+            if !sent || end {
+                break;
+            }
+        }
+        drop(tx);
+        extractor
+            .join()
+            .unwrap_or_else(|_| Err(ImageError::BadArchive("layer extraction panicked".into())))
+    })
+}
+
+/// Reads the chunks the decompressing thread sends; its errors become read errors.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Ends a stream the way a complete tar ends: padding to the block and two zero blocks.
@@ -614,4 +702,55 @@ fn check_symlink(path: &[u8], depth: usize, target: &[u8]) -> Result<(), ImageEr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn layer(files: usize, size: usize) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..files {
+            let data: Vec<u8> = (0..size).map(|j| ((i * 31 + j * 7) % 251) as u8).collect();
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(EntryType::Regular);
+            b.append_data(&mut h, format!("f{i}"), data.as_slice())
+                .unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn compress(data: &[u8], zstd: bool) -> Vec<u8> {
+        if zstd {
+            return zstd::bulk::compress(data, 3).unwrap();
+        }
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn compressed_layers_unpack_across_threads_and_damage_is_an_error() {
+        // Several chunks of decompressed data, so both threads take turns.
+        let tar = layer(12, 300_000);
+        for zstd in [false, true] {
+            let packed = compress(&tar, zstd);
+            let dir = tempfile::tempdir().unwrap();
+            let u = unpack(&mut packed.as_slice(), dir.path()).unwrap();
+            assert_eq!(u.diff_id, Digest::of(&tar));
+            assert_eq!(u.size, 12 * 300_000);
+            assert_eq!(
+                std::fs::read(dir.path().join("f11")).unwrap().len(),
+                300_000
+            );
+
+            // A stream cut short fails; it is not taken for a complete (padded) tar.
+            let cut = &packed[..packed.len() / 2];
+            let dir = tempfile::tempdir().unwrap();
+            assert!(unpack(&mut &cut[..], dir.path()).is_err(), "zstd={zstd}");
+        }
+    }
 }

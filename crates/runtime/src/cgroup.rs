@@ -1,0 +1,255 @@
+//! Cgroup facts about a container: its statistics, the OOM-kill count, the freezer, and where
+//! its directories are. Works on cgroup v1 (legacy and hybrid) and v2 (unified); none of it
+//! forks, so the daemon may call it.
+
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{
+    AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, FreezerState,
+    create_cgroup_manager_with_root, get_cgroup_setup_with_root,
+};
+
+pub use libcgroups::stats::Stats;
+
+/// Where the cgroup hierarchies are mounted on a normal system.
+pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("detecting the cgroup layout under {0}")]
+    Layout(PathBuf, #[source] libcgroups::common::GetCgroupSetupError),
+    #[error("cgroup {path}: {message}")]
+    Manager { path: PathBuf, message: String },
+    #[error("reading {0}")]
+    Read(PathBuf, #[source] std::io::Error),
+}
+
+/// How the cgroup hierarchies are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Only v1 hierarchies, one per controller (or a few combined).
+    Legacy,
+    /// v1 controllers plus an empty v2 hierarchy at `<root>/unified`.
+    Hybrid,
+    /// One v2 hierarchy at the root.
+    Unified,
+}
+
+/// The layout of the hierarchies under `root` (normally [`DEFAULT_ROOT`]).
+pub fn layout(root: &Path) -> Result<Layout, CgroupError> {
+    match get_cgroup_setup_with_root(root)
+        .map_err(|e| CgroupError::Layout(root.to_path_buf(), e))?
+    {
+        CgroupSetup::Legacy => Ok(Layout::Legacy),
+        CgroupSetup::Hybrid => Ok(Layout::Hybrid),
+        CgroupSetup::Unified => Ok(Layout::Unified),
+    }
+}
+
+/// The cgroup path wharf gives a container: `/<parent>/<id>`.
+pub fn container_path(parent: &str, id: &str) -> String {
+    let parent = parent.trim_matches('/');
+    if parent.is_empty() {
+        format!("/{id}")
+    } else {
+        format!("/{parent}/{id}")
+    }
+}
+
+/// One container's cgroup, `path` relative to the hierarchies under `root`.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    root: PathBuf,
+    path: PathBuf,
+}
+
+impl Cgroup {
+    pub fn new(root: impl Into<PathBuf>, path: impl Into<PathBuf>) -> Cgroup {
+        Cgroup {
+            root: root.into(),
+            path: path.into(),
+        }
+    }
+
+    /// The cgroup at `path` on this system's hierarchies.
+    pub fn system(path: impl Into<PathBuf>) -> Cgroup {
+        Cgroup::new(DEFAULT_ROOT, path)
+    }
+
+    fn rel(&self) -> &Path {
+        self.path.strip_prefix("/").unwrap_or(&self.path)
+    }
+
+    fn manager(&self) -> Result<AnyCgroupManager, CgroupError> {
+        create_cgroup_manager_with_root(
+            Some(&self.root),
+            CgroupConfig {
+                cgroup_path: self.path.clone(),
+                systemd_cgroup: false,
+                container_name: String::new(),
+            },
+        )
+        .map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> CgroupError {
+        CgroupError::Manager {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// CPU, memory, pids and block-io counters (what `docker stats` shows).
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        self.manager()?.stats().map_err(|e| self.error(e))
+    }
+
+    /// Freezes (`true`) or thaws every process of the cgroup.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let state = if frozen {
+            FreezerState::Frozen
+        } else {
+            FreezerState::Thawed
+        };
+        self.manager()?.freeze(state).map_err(|e| self.error(e))
+    }
+
+    /// The file that counts OOM kills: v1 `memory.oom_control`, v2 `memory.events`.
+    pub fn oom_file(&self) -> Result<PathBuf, CgroupError> {
+        Ok(match layout(&self.root)? {
+            Layout::Legacy | Layout::Hybrid => self
+                .root
+                .join("memory")
+                .join(self.rel())
+                .join("memory.oom_control"),
+            Layout::Unified => self.root.join(self.rel()).join("memory.events"),
+        })
+    }
+
+    /// How many processes the kernel OOM-killed in this cgroup. A missing file (no memory
+    /// controller, or the cgroup is gone) counts as none.
+    pub fn oom_kills(&self) -> Result<u64, CgroupError> {
+        let file = self.oom_file()?;
+        match std::fs::read_to_string(&file) {
+            Ok(text) => Ok(parse_oom_kills(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(CgroupError::Read(file, e)),
+        }
+    }
+
+    /// Every directory this cgroup has on any hierarchy under the root (empty once removed).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let direct = self.root.join(self.rel());
+        if direct.is_dir() {
+            out.push(direct);
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let dir = e.path().join(self.rel());
+                if e.path().is_dir() && dir.is_dir() {
+                    out.push(dir);
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes the cgroup on every hierarchy (it must hold no process).
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        self.manager()?.remove().map_err(|e| self.error(e))
+    }
+}
+
+/// The `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
+pub fn parse_oom_kills(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_counts_parse_on_both_versions() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        let v2 = "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_oom_kills(v1), 2);
+        assert_eq!(parse_oom_kills(v2), 1);
+        assert_eq!(parse_oom_kills("oom_kill_disable 1\n"), 0);
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(container_path("wharf", "abc"), "/wharf/abc");
+        assert_eq!(container_path("/wharf/", "abc"), "/wharf/abc");
+        assert_eq!(container_path("", "abc"), "/abc");
+    }
+
+    #[test]
+    fn this_host_is_detected() {
+        let l = layout(Path::new(DEFAULT_ROOT)).unwrap();
+        let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        assert_eq!(l == Layout::Unified, unified);
+        let cg = Cgroup::system("/wharf/x");
+        let f = cg.oom_file().unwrap();
+        if unified {
+            assert_eq!(f, PathBuf::from("/sys/fs/cgroup/wharf/x/memory.events"));
+        } else {
+            assert_eq!(
+                f,
+                PathBuf::from("/sys/fs/cgroup/memory/wharf/x/memory.oom_control")
+            );
+        }
+    }
+
+    /// The v2 code path on the unified hierarchy this host has next to its v1 ones (hybrid):
+    /// create through the v2 manager, freeze, read stats, remove.
+    #[test]
+    fn v2_manager_on_the_unified_hierarchy() {
+        let root = Path::new("/sys/fs/cgroup/unified");
+        let Ok(Layout::Unified) = layout(root) else {
+            eprintln!("skipped: no cgroup2 hierarchy at {}", root.display());
+            return;
+        };
+        let path = format!("/wharf-test/v2-{}", std::process::id());
+        let cg = Cgroup::new(root, &path);
+        struct Cleanup(PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+                let _ = self.0.parent().map(std::fs::remove_dir);
+            }
+        }
+        let _cleanup = Cleanup(root.join(&path[1..]));
+        assert_eq!(
+            cg.oom_file().unwrap(),
+            root.join(&path[1..]).join("memory.events")
+        );
+        // The v2 manager's apply() also loads a BPF device filter, which needs a memlock rlimit
+        // this host cannot raise (no CAP_SYS_RESOURCE); make the directory as the kernel would.
+        std::fs::create_dir_all(root.join(&path[1..])).unwrap();
+        assert_eq!(cg.dirs(), vec![root.join(&path[1..])]);
+        cg.freeze(true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join(&path[1..]).join("cgroup.freeze"))
+                .unwrap()
+                .trim(),
+            "1"
+        );
+        cg.freeze(false).unwrap();
+        // Stats need the cpu/memory/pids controllers, which a hybrid host keeps on v1.
+        let controllers =
+            std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        if controllers.contains("memory") && controllers.contains("pids") {
+            assert!(cg.stats().is_ok());
+        }
+        assert_eq!(cg.oom_kills().unwrap(), 0);
+        cg.remove().unwrap();
+        let _ = std::fs::remove_dir(root.join("wharf-test"));
+        assert!(cg.dirs().is_empty());
+    }
+}
