@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use wharf_api::models::{ExecConfig, ExecStartConfig, IdResponse};
+use wharf_api::models::{ExecConfig, ExecStartConfig};
 use wharf_engine::container::ExecStart;
 
 use super::{Params, json_body};
@@ -25,7 +25,7 @@ pub fn routes() -> Router<SharedEngine> {
 async fn create(State(e): State<SharedEngine>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
     let config: ExecConfig = json_body(&body)?;
     let exec_id = e.exec_create(&id, config)?;
-    Ok((StatusCode::CREATED, Json(IdResponse { id: exec_id })).into_response())
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "Id": exec_id }))).into_response())
 }
 
 async fn start(State(e): State<SharedEngine>, Path(id): Path<String>, mut req: Request) -> ApiResult<Response> {

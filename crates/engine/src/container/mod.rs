@@ -37,7 +37,7 @@ use crate::error::ErrorKind;
 
 pub use attach::AttachFuture;
 pub use shim::AttachStreams;
-pub use exec::{ExecIo, ExecStart, ExecStream};
+pub use exec::{ExecStart, ExecStream};
 pub use list::Filters;
 pub use logs::LogOptions;
 pub use wait::WaitCondition;
@@ -89,7 +89,7 @@ impl ContainerError {
             | ContainerError::StartFailed(_) => ErrorKind::Invalid,
             ContainerError::NotModified(_) => ErrorKind::NotModified,
             ContainerError::Image(e) => e.kind(),
-            ContainerError::Spec(_) => ErrorKind::Invalid,
+            ContainerError::Spec(_) | ContainerError::Shim(shim::ShimError::Start(_)) => ErrorKind::Invalid,
             ContainerError::Snapshot(_) | ContainerError::Shim(_) | ContainerError::Meta(_) | ContainerError::Io(_) => {
                 ErrorKind::Internal
             }

@@ -224,15 +224,21 @@ pub async fn resize(dir: &Path, rows: u16, cols: u16) -> Result<(), ShimError> {
 /// Waits for the container to exit. When the shim is already gone, the exit record it left
 /// is read; `Gone` when there is none (the shim died without recording).
 pub async fn wait(dir: &Path) -> Result<ExitRecord, ShimError> {
-    let line = match command(dir, "wait\n").await {
-        Ok(line) => line,
-        Err(ShimError::Gone(_)) => String::new(),
-        Err(e) => return Err(e),
-    };
-    if let Ok(r) = serde_json::from_str::<ExitRecord>(line.trim_end()) {
-        return Ok(r);
+    loop {
+        // A shim that is finishing may close or reset the connection before answering; its
+        // exit record is on disk by then.
+        let line = command(dir, "wait\n").await.unwrap_or_default();
+        if let Ok(r) = serde_json::from_str::<ExitRecord>(line.trim_end()) {
+            return Ok(r);
+        }
+        if let Some(r) = read_exit(dir) {
+            return Ok(r);
+        }
+        if !dir.join("shim.sock").exists() {
+            return Err(ShimError::Gone(dir.to_path_buf()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    read_exit(dir).ok_or_else(|| ShimError::Gone(dir.to_path_buf()))
 }
 
 /// The exit record the shim left in `<dir>/exit`, if any.
@@ -448,6 +454,14 @@ impl AsyncRead for PtyMaster {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.into_ref().get_ref().poll_read_shared(cx, buf)
+    }
+}
+
+impl PtyMaster {
+    /// Reads through a shared reference, so one master can be read, written and resized by
+    /// different tasks.
+    pub fn poll_read_shared(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
@@ -472,14 +486,7 @@ impl AsyncWrite for PtyMaster {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from))
-            {
-                Ok(result) => return Poll::Ready(result),
-                Err(_would_block) => continue,
-            }
-        }
+        self.into_ref().get_ref().poll_write_shared(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -488,6 +495,20 @@ impl AsyncWrite for PtyMaster {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+impl PtyMaster {
+    /// Writes through a shared reference (see [`PtyMaster::poll_read_shared`]).
+    pub fn poll_write_shared(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from))
+            {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use crate::util::{ZERO_TIME, now_rfc3339, write_atomic};
 use crate::{Engine, snapshot};
 
 /// The exit code Docker records when the runtime could not start the process.
-fn start_failure_code(message: &str) -> i32 {
+pub(super) fn start_failure_code(message: &str) -> i32 {
     if message.contains("executable file not found") || message.contains("no such file or directory") {
         127
     } else if message.contains("permission denied") || message.contains("is a directory") {
