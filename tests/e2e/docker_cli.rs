@@ -17,11 +17,23 @@ fn check_cli(docker: &str) {
     let out = run(&["run", "--rm", "busybox", "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5));
 
-    let id = ok(run(&["run", "-d", "--name", "web", "busybox", "sh", "-c", "echo started; sleep 1000"]));
+    let id = ok(run(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; sleep 1000",
+    ]));
     assert_eq!(id.len(), 64);
     let ps = ok(run(&["ps", "-a"]));
     assert!(ps.contains("web") && ps.contains("Up"), "{ps}");
-    assert_eq!(ok(run(&["inspect", "--format", "{{.State.Status}}", "web"])), "running");
+    assert_eq!(
+        ok(run(&["inspect", "--format", "{{.State.Status}}", "web"])),
+        "running"
+    );
     assert_eq!(ok(run(&["exec", "web", "echo", "inside"])), "inside");
     let tty = std::process::Command::new("script")
         .args(["-qec", &format!("{docker} exec -it web tty"), "/dev/null"])
@@ -29,8 +41,17 @@ fn check_cli(docker: &str) {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert!(stdout(&tty).contains("/dev/pts/"), "exec -it: {} {}", stdout(&tty), stderr(&tty));
-    let follow = d.docker_cmd(docker, &["logs", "-f", "web"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(
+        stdout(&tty).contains("/dev/pts/"),
+        "exec -it: {} {}",
+        stdout(&tty),
+        stderr(&tty)
+    );
+    let follow = d
+        .docker_cmd(docker, &["logs", "-f", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     ok(run(&["stop", "-t", "1", "web"]));
     let logs = follow.wait_with_output().unwrap();
@@ -38,7 +59,10 @@ fn check_cli(docker: &str) {
     ok(run(&["rm", "-f", "web"]));
 
     let images = ok(run(&["images"]));
-    assert!(images.contains("busybox") && images.contains("latest"), "{images}");
+    assert!(
+        images.contains("busybox") && images.contains("latest"),
+        "{images}"
+    );
 
     let dir = crate::harness::unique_dir("wharf-test-save");
     let tar = dir.join("busybox.tar");

@@ -25,12 +25,17 @@ print("ok")
 
 #[test]
 fn docker_py_drives_wharf() {
-    let probe = std::process::Command::new("python3").args(["-c", "import docker"]).output();
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import docker"])
+        .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         eprintln!("skipping: the python docker SDK is not installed");
         return;
     }
     let d = Daemon::with_busybox();
-    let out = std::process::Command::new("python3").args(["-c", SCRIPT, &d.host()]).output().unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT, &d.host()])
+        .output()
+        .unwrap();
     assert_eq!(stdout(&out).trim(), "ok", "stderr: {}", stderr(&out));
 }

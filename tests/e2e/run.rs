@@ -38,15 +38,23 @@ fn detached_lifecycle() {
     let ps = ok(d.wharf(&["ps"]));
     assert!(ps.contains("sleeper") && ps.contains("Up "), "{ps}");
     ok(d.wharf(&["pause", "sleeper"]));
-    assert_eq!(ok(d.wharf(&["inspect", "-f", "{{.State.Status}}", "sleeper"])), "paused");
+    assert_eq!(
+        ok(d.wharf(&["inspect", "-f", "{{.State.Status}}", "sleeper"])),
+        "paused"
+    );
     ok(d.wharf(&["unpause", "sleeper"]));
     let top = ok(d.wharf(&["top", "sleeper"]));
     assert!(top.contains("sleep 1000"), "{top}");
     ok(d.wharf(&["rename", "sleeper", "napper"]));
     ok(d.wharf(&["stop", "-t", "1", "napper"]));
-    let state = ok(d.wharf(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "napper"]));
-    // busybox sleep dies of SIGTERM: 128 + 15.
-    assert_eq!(state, "exited 143");
+    let state = ok(d.wharf(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "napper",
+    ]));
+    // `sleep` as pid 1 ignores SIGTERM, so stop ends with SIGKILL after the grace period.
+    assert_eq!(state, "exited 137");
     ok(d.wharf(&["start", "napper"]));
     ok(d.wharf(&["kill", "-s", "KILL", "napper"]));
     assert_eq!(ok(d.wharf(&["wait", "napper"])), "137");
@@ -58,7 +66,16 @@ fn detached_lifecycle() {
 #[test]
 fn logs_and_follow() {
     let d = Daemon::with_busybox();
-    ok(d.wharf(&["run", "-d", "--name", "talker", "busybox", "sh", "-c", "echo one; echo two >&2; sleep 1; echo three"]));
+    ok(d.wharf(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; echo two >&2; sleep 1; echo three",
+    ]));
     let out = d.wharf(&["logs", "-f", "talker"]);
     assert_eq!(stdout(&out), "one\nthree\n");
     assert_eq!(stderr(&out), "two\n");
@@ -71,14 +88,37 @@ fn logs_and_follow() {
 #[test]
 fn exec_runs_in_the_container() {
     let d = Daemon::with_busybox();
-    ok(d.wharf(&["run", "-d", "--name", "box", "-e", "FOO=bar", "busybox", "sleep", "1000"]));
-    assert_eq!(ok(d.wharf(&["exec", "box", "sh", "-c", "echo $FOO"])), "bar");
-    assert_eq!(ok(d.wharf(&["exec", "-e", "X=1", "-w", "/tmp", "box", "sh", "-c", "echo $X $(pwd)"])), "1 /tmp");
+    ok(d.wharf(&[
+        "run", "-d", "--name", "box", "-e", "FOO=bar", "busybox", "sleep", "1000",
+    ]));
+    assert_eq!(
+        ok(d.wharf(&["exec", "box", "sh", "-c", "echo $FOO"])),
+        "bar"
+    );
+    assert_eq!(
+        ok(d.wharf(&[
+            "exec",
+            "-e",
+            "X=1",
+            "-w",
+            "/tmp",
+            "box",
+            "sh",
+            "-c",
+            "echo $X $(pwd)"
+        ])),
+        "1 /tmp"
+    );
     let out = d.wharf(&["exec", "box", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     let out = d.wharf(&["exec", "box", "nope"]);
     assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
-    let out = d.cmd(&["exec", "-i", "box", "cat"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = d
+        .cmd(&["exec", "-i", "box", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let out = {
         use std::io::Write;
         let mut child = out;
@@ -109,20 +149,53 @@ fn stdin_reaches_the_container() {
 fn create_options_reach_the_process() {
     let d = Daemon::with_busybox();
     let out = ok(d.wharf(&[
-        "run", "--rm", "-e", "A=1", "-w", "/tmp", "-u", "1:1", "--hostname", "boaty", "busybox", "sh", "-c",
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "1:1",
+        "--hostname",
+        "boaty",
+        "busybox",
+        "sh",
+        "-c",
         "echo $A $(pwd) $(id -u):$(id -g) $(hostname)",
     ]));
     assert_eq!(out, "1 /tmp 1:1 boaty");
-    let out = ok(d.wharf(&["run", "--rm", "--entrypoint", "echo", "busybox", "from", "entrypoint"]));
+    let out = ok(d.wharf(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "echo",
+        "busybox",
+        "from",
+        "entrypoint",
+    ]));
     assert_eq!(out, "from entrypoint");
     let out = d.wharf(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
     assert_ne!(out.status.code(), Some(0));
-    let out = ok(d.wharf(&["run", "--rm", "--read-only", "--tmpfs", "/scratch", "busybox", "sh", "-c", "touch /scratch/x && echo ok"]));
+    let out = ok(d.wharf(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /scratch/x && echo ok",
+    ]));
     assert_eq!(out, "ok");
     let host_dir = crate::harness::unique_dir("wharf-test-bind");
     std::fs::write(host_dir.join("f"), "from host").unwrap();
     let bind = format!("{}:/mnt:ro", host_dir.display());
-    assert_eq!(ok(d.wharf(&["run", "--rm", "-v", &bind, "busybox", "cat", "/mnt/f"])), "from host");
+    assert_eq!(
+        ok(d.wharf(&["run", "--rm", "-v", &bind, "busybox", "cat", "/mnt/f"])),
+        "from host"
+    );
     let out = d.wharf(&["run", "--rm", "-v", &bind, "busybox", "touch", "/mnt/g"]);
     assert_ne!(out.status.code(), Some(0));
     std::fs::remove_dir_all(&host_dir).unwrap();
@@ -139,7 +212,14 @@ fn name_conflicts_and_prune() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
     ok(d.wharf(&["run", "--name", "done", "busybox", "true"]));
-    let exited = ok(d.wharf(&["ps", "-a", "--filter", "status=exited", "--format", "{{.Names}}"]));
+    let exited = ok(d.wharf(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Names}}",
+    ]));
     assert_eq!(exited, "done");
     ok(d.wharf(&["container", "prune", "-f"]));
     assert_eq!(ok(d.wharf(&["ps", "-aq"])), "");
@@ -148,18 +228,47 @@ fn name_conflicts_and_prune() {
 #[test]
 fn restart_policy_restarts_with_backoff() {
     let d = Daemon::with_busybox();
-    ok(d.wharf(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"]));
+    ok(d.wharf(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 1",
+    ]));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let s = ok(d.wharf(&["inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "flaky"]));
+        let s = ok(d.wharf(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.RestartCount}}",
+            "flaky",
+        ]));
         if s == "exited 2" {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "last state: {s}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    ok(d.wharf(&["run", "-d", "--name", "always", "--restart", "always", "busybox", "sleep", "1000"]));
+    ok(d.wharf(&[
+        "run",
+        "-d",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "1000",
+    ]));
     ok(d.wharf(&["stop", "-t", "0", "always"]));
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(ok(d.wharf(&["inspect", "-f", "{{.State.Status}}", "always"])), "exited");
+    assert_eq!(
+        ok(d.wharf(&["inspect", "-f", "{{.State.Status}}", "always"])),
+        "exited"
+    );
 }

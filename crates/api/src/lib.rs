@@ -43,17 +43,23 @@ pub fn parse_filters(raw: &str) -> Result<Filters, String> {
     if raw.trim().is_empty() {
         return Ok(Filters::new());
     }
-    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| format!("invalid filter: {e}"))?;
-    let obj = value.as_object().ok_or("invalid filter: not a JSON object")?;
+    let value: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| format!("invalid filter: {e}"))?;
+    let obj = value
+        .as_object()
+        .ok_or("invalid filter: not a JSON object")?;
     let mut out = Filters::new();
     for (key, v) in obj {
         let values = match v {
-            serde_json::Value::Array(items) => {
-                items.iter().map(|i| i.as_str().map(String::from).ok_or("invalid filter value")).collect::<Result<_, _>>()?
-            }
-            serde_json::Value::Object(map) => {
-                map.iter().filter(|(_, on)| on.as_bool().unwrap_or(false)).map(|(k, _)| k.clone()).collect()
-            }
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(String::from).ok_or("invalid filter value"))
+                .collect::<Result<_, _>>()?,
+            serde_json::Value::Object(map) => map
+                .iter()
+                .filter(|(_, on)| on.as_bool().unwrap_or(false))
+                .map(|(k, _)| k.clone())
+                .collect(),
             serde_json::Value::String(s) => vec![s.clone()],
             _ => return Err(format!("invalid filter value for '{key}'")),
         };

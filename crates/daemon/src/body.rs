@@ -28,7 +28,10 @@ impl BodyReader {
                 }
             }
         });
-        BodyReader { rx, current: Bytes::new() }
+        BodyReader {
+            rx,
+            current: Bytes::new(),
+        }
     }
 }
 
@@ -58,15 +61,26 @@ const WRITE_CHUNK: usize = 256 * 1024;
 impl BodyWriter {
     pub fn new() -> (BodyWriter, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(8);
-        (BodyWriter { tx, buf: Vec::with_capacity(WRITE_CHUNK) }, rx)
+        (
+            BodyWriter {
+                tx,
+                buf: Vec::with_capacity(WRITE_CHUNK),
+            },
+            rx,
+        )
     }
 
     fn send(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_CHUNK)));
-        self.tx.blocking_send(chunk).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(WRITE_CHUNK),
+        ));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
 }
 
@@ -93,7 +107,9 @@ impl Drop for BodyWriter {
 /// A response body fed by a channel of chunks.
 pub fn stream(rx: mpsc::Receiver<Bytes>) -> Body {
     let s = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<Bytes, std::io::Error>(b), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::io::Error>(b), rx))
     });
     Body::from_stream(s)
 }

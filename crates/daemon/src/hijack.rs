@@ -7,10 +7,13 @@ use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-
 /// The content type Docker uses: raw with a tty, multiplexed frames without.
 pub fn content_type(tty: bool) -> &'static str {
-    if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" }
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
 }
 
 /// Takes the upgrade handle out of a request that asked for `Upgrade: tcp`.
@@ -20,7 +23,11 @@ pub fn take(req: &mut Request<Body>) -> Option<OnUpgrade> {
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("tcp"));
-    if wants { req.extensions_mut().remove::<OnUpgrade>() } else { None }
+    if wants {
+        req.extensions_mut().remove::<OnUpgrade>()
+    } else {
+        None
+    }
 }
 
 /// The `101` answer that completes the hijack.
@@ -30,7 +37,10 @@ pub fn switching(tty: bool) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(tty)));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(tty)),
+    );
     resp
 }
 

@@ -24,7 +24,11 @@ struct Options {
 }
 
 fn parse_args() -> anyhow::Result<Options> {
-    let env_path = |k: &str, default: &str| std::env::var_os(k).map(PathBuf::from).unwrap_or_else(|| default.into());
+    let env_path = |k: &str, default: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default.into())
+    };
     let mut o = Options {
         root: env_path("WHARF_ROOT", "/var/lib/wharf"),
         run: env_path("WHARF_RUN", "/run/wharf"),
@@ -37,7 +41,12 @@ fn parse_args() -> anyhow::Result<Options> {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (a.clone(), None),
         };
-        let mut value = || inline.clone().or_else(|| args.next()).with_context(|| format!("flag {flag} needs a value"));
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .with_context(|| format!("flag {flag} needs a value"))
+        };
         match flag.as_str() {
             "--root" | "--data-root" => o.root = value()?.into(),
             "--run-root" | "--exec-root" => o.run = value()?.into(),
@@ -58,7 +67,11 @@ fn parse_args() -> anyhow::Result<Options> {
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
 }
 
 pub fn main() -> ExitCode {
@@ -71,10 +84,18 @@ pub fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(if opts.debug { tracing::Level::DEBUG } else { tracing::Level::INFO })
+        .with_max_level(if opts.debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
         .with_ansi(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wharf daemon: starting the async runtime: {e}");
@@ -92,20 +113,28 @@ pub fn main() -> ExitCode {
 }
 
 async fn serve(opts: Options) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.run).with_context(|| format!("creating {}", opts.run.display()))?;
-    std::fs::create_dir_all(&opts.root).with_context(|| format!("creating {}", opts.root.display()))?;
+    std::fs::create_dir_all(&opts.run)
+        .with_context(|| format!("creating {}", opts.run.display()))?;
+    std::fs::create_dir_all(&opts.root)
+        .with_context(|| format!("creating {}", opts.root.display()))?;
     let sock = opts.run.join("wharf.sock");
     if tokio::net::UnixStream::connect(&sock).await.is_ok() {
         bail!("a daemon is already serving {}", sock.display());
     }
     let _ = std::fs::remove_file(&sock);
     let pid_file = opts.run.join("wharf.pid");
-    std::fs::write(&pid_file, format!("{}\n", std::process::id())).context("writing the pid file")?;
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .context("writing the pid file")?;
 
-    let engine = Engine::open(EngineConfig { root: opts.root.clone(), run: opts.run.clone(), cgroup_parent: opts.cgroup_parent })
-        .await
-        .context("opening the engine state")?;
-    let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+    let engine = Engine::open(EngineConfig {
+        root: opts.root.clone(),
+        run: opts.run.clone(),
+        cgroup_parent: opts.cgroup_parent,
+    })
+    .await
+    .context("opening the engine state")?;
+    let listener = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("binding {}", sock.display()))?;
     set_mode(&sock, 0o660)?;
     tracing::info!(socket = %sock.display(), root = %opts.root.display(), "serving the Engine API");
 
@@ -122,7 +151,7 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
                         async move {
                             let mut resp = match routes::strip_version(req) {
                                 Ok(req) => router.oneshot(req).await?,
-                                Err(resp) => resp,
+                                Err(resp) => *resp,
                             };
                             routes::add_common_headers(&mut resp);
                             Ok::<_, std::convert::Infallible>(resp)

@@ -18,7 +18,10 @@ impl Engine {
             if r.image_id != image_id {
                 continue;
             }
-            if matches!(r.state.status, Status::Running | Status::Paused | Status::Restarting) {
+            if matches!(
+                r.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) {
                 return InUse::Running(r.id.clone());
             }
             stopped.get_or_insert_with(|| r.id.clone());
@@ -27,17 +30,35 @@ impl Engine {
     }
 
     /// `GET /images/json`: tagged images (all with `all`), filtered, newest first.
-    pub fn image_list(self: &Arc<Self>, all: bool, filters: &Filters) -> Result<Vec<ImageSummary>, ImageError> {
+    pub fn image_list(
+        self: &Arc<Self>,
+        all: bool,
+        filters: &Filters,
+    ) -> Result<Vec<ImageSummary>, ImageError> {
         for key in filters.keys() {
-            if !matches!(key.as_str(), "dangling" | "reference" | "label" | "before" | "since") {
+            if !matches!(
+                key.as_str(),
+                "dangling" | "reference" | "label" | "before" | "since"
+            ) {
                 return Err(ImageError::Invalid(format!("invalid filter '{key}'")));
             }
         }
         let images = self.images.list()?;
         let created_of = |name: &str| self.images.resolve(name).ok().map(|i| i.created_unix());
-        let before = filters.get("before").and_then(|v| v.first()).map(|n| created_of(n));
-        let since = filters.get("since").and_then(|v| v.first()).map(|n| created_of(n));
-        let containers: Vec<String> = self.registry().all().iter().map(|c| c.record().image_id.clone()).collect();
+        let before = filters
+            .get("before")
+            .and_then(|v| v.first())
+            .map(|n| created_of(n));
+        let since = filters
+            .get("since")
+            .and_then(|v| v.first())
+            .map(|n| created_of(n));
+        let containers: Vec<String> = self
+            .registry()
+            .all()
+            .iter()
+            .map(|c| c.record().image_id.clone())
+            .collect();
         let mut out = Vec::new();
         for image in &images {
             let dangling = image.repo_tags.is_empty();
@@ -50,7 +71,12 @@ impl Engine {
                 // build images, so dangling ones are the untagged).
             }
             if let Some(refs) = filters.get("reference")
-                && !refs.iter().any(|pattern| image.repo_tags.iter().any(|t| reference_matches(pattern, t)))
+                && !refs.iter().any(|pattern| {
+                    image
+                        .repo_tags
+                        .iter()
+                        .any(|t| reference_matches(pattern, t))
+                })
             {
                 continue;
             }
@@ -78,15 +104,19 @@ impl Engine {
             summary.containers = containers.iter().filter(|id| **id == image.id).count() as i64;
             out.push(summary);
         }
-        out.sort_by(|a, b| b.created.cmp(&a.created));
+        out.sort_by_key(|s| std::cmp::Reverse(s.created));
         Ok(out)
     }
 }
 
 /// Docker's reference filter: a glob on the repository, or on `repository:tag`.
 fn reference_matches(pattern: &str, tag: &str) -> bool {
-    let repo = tag.rsplit_once(':').map_or(tag, |(r, t)| if t.contains('/') { tag } else { r });
-    glob(pattern, tag) || glob(pattern, repo) || glob(pattern, tag.trim_start_matches("docker.io/library/"))
+    let repo = tag
+        .rsplit_once(':')
+        .map_or(tag, |(r, t)| if t.contains('/') { tag } else { r });
+    glob(pattern, tag)
+        || glob(pattern, repo)
+        || glob(pattern, tag.trim_start_matches("docker.io/library/"))
 }
 
 /// `*` and `?` globbing (path-style: `*` does not cross `/`).

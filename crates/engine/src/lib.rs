@@ -60,7 +60,10 @@ impl Engine {
     /// Opens the state under `cfg` and reconnects to the containers that are still running.
     pub async fn open(cfg: EngineConfig) -> Result<Arc<Engine>, EngineError> {
         for dir in [cfg.root.join("containers"), cfg.run.join("containers")] {
-            std::fs::create_dir_all(&dir).map_err(|source| EngineError::StateDir { path: dir.clone(), source })?;
+            std::fs::create_dir_all(&dir).map_err(|source| EngineError::StateDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);

@@ -31,7 +31,9 @@ pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// Seconds since the epoch of an RFC 3339 timestamp (0 if it does not parse).
 pub fn unix_seconds(ts: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(ts).map(|t| t.timestamp()).unwrap_or(0)
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|t| t.timestamp())
+        .unwrap_or(0)
 }
 
 /// Writes `data` to `path` so a crash leaves the old file or the new one: temp, fsync, rename.

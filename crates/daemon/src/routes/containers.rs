@@ -35,7 +35,11 @@ pub fn routes() -> Router<SharedEngine> {
         .route("/containers/{id}/stats", get(stats))
 }
 
-async fn create(State(e): State<SharedEngine>, Query(q): Query<Params>, body: Bytes) -> ApiResult<Response> {
+async fn create(
+    State(e): State<SharedEngine>,
+    Query(q): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let spec: ContainerCreateBody = json_body(&body)?;
     let name = q.get("name").filter(|n| !n.is_empty());
     let created = e.create(name, spec).await?;
@@ -57,8 +61,13 @@ async fn start(State(e): State<SharedEngine>, Path(id): Path<String>) -> ApiResu
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn stop(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<StatusCode> {
-    e.stop(&id, q.int("t")?, q.get("signal").filter(|s| !s.is_empty())).await?;
+async fn stop(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<StatusCode> {
+    e.stop(&id, q.int("t")?, q.get("signal").filter(|s| !s.is_empty()))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -71,12 +80,20 @@ async fn restart(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn kill(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<StatusCode> {
+async fn kill(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<StatusCode> {
     e.kill(&id, q.get("signal")).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn wait(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<Response> {
+async fn wait(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<Response> {
     let condition: WaitCondition = q.get("condition").unwrap_or("").parse()?;
     let done = e.wait(&id, condition)?;
     // The status line goes out at once so clients know the wait is in place; the body follows
@@ -84,35 +101,60 @@ async fn wait(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Q
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let code = done.await;
-        let body = ContainerWaitResponse { status_code: code, error: None };
-        let _ = tx.send(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())).await;
+        let body = ContainerWaitResponse {
+            status_code: code,
+            error: None,
+        };
+        let _ = tx
+            .send(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+            .await;
     });
     let mut resp = body::stream(rx).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
 
-async fn remove(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<StatusCode> {
-    e.remove(&id, q.flag("force", false), q.flag("v", false)).await?;
+async fn remove(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<StatusCode> {
+    e.remove(&id, q.flag("force", false), q.flag("v", false))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn unix_time(q: &Params, key: &str) -> ApiResult<f64> {
     match q.get(key).filter(|v| !v.is_empty()) {
         None => Ok(0.0),
-        Some(v) => v.parse().map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v}"))),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v}"))),
     }
 }
 
-async fn logs(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<Response> {
+async fn logs(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<Response> {
     let stdout = q.flag("stdout", false);
     let stderr = q.flag("stderr", false);
     if !stdout && !stderr {
-        return Err(ApiError::bad_request("Bad parameters: you must choose at least one stream"));
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
     }
     let tail = match q.get("tail") {
         None | Some("all") | Some("") => None,
-        Some(n) => Some(n.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid tail: {n}")))?.max(0) as usize),
+        Some(n) => Some(
+            n.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid tail: {n}")))?
+                .max(0) as usize,
+        ),
     };
     let opts = LogOptions {
         stdout,
@@ -125,7 +167,10 @@ async fn logs(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Q
     };
     let (tty, rx) = e.logs(&id, opts).await?;
     let mut resp = body::stream(rx).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(hijack::content_type(tty)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(hijack::content_type(tty)),
+    );
     Ok(resp)
 }
 
@@ -171,13 +216,20 @@ async fn attach(
                 }
             });
             let mut resp = body::stream(rx).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(hijack::content_type(tty)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(hijack::content_type(tty)),
+            );
             Ok(resp)
         }
     }
 }
 
-async fn resize(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<StatusCode> {
+async fn resize(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<StatusCode> {
     let h = q.int("h")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
     let w = q.int("w")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
     e.resize(&id, h, w).await?;
@@ -194,17 +246,31 @@ async fn unpause(State(e): State<SharedEngine>, Path(id): Path<String>) -> ApiRe
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rename(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<StatusCode> {
-    let name = q.get("name").ok_or_else(|| ApiError::bad_request("name is required"))?;
+async fn rename(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<StatusCode> {
+    let name = q
+        .get("name")
+        .ok_or_else(|| ApiError::bad_request("name is required"))?;
     e.rename(&id, name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn top(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<Response> {
+async fn top(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<Response> {
     Ok(Json(e.top(&id, q.get("ps_args")).await?).into_response())
 }
 
-async fn stats(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<Response> {
+async fn stats(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<Response> {
     let stream = q.flag("stream", true) && !q.flag("one-shot", false);
     if !stream {
         return Ok(Json(e.stats(&id).await?).into_response());
@@ -213,8 +279,7 @@ async fn stats(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): 
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let mut next = Some(first);
-        loop {
-            let Some(s) = next.take() else { break };
+        while let Some(s) = next.take() {
             let mut line = serde_json::to_vec(&s).unwrap_or_default();
             line.push(b'\n');
             if tx.send(Bytes::from(line)).await.is_err() {
@@ -225,7 +290,10 @@ async fn stats(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): 
         }
     });
     let mut resp = body::stream(rx).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
 

@@ -22,13 +22,25 @@ pub fn routes() -> Router<SharedEngine> {
         .route("/exec/{id}/resize", post(resize))
 }
 
-async fn create(State(e): State<SharedEngine>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+async fn create(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let config: ExecConfig = json_body(&body)?;
     let exec_id = e.exec_create(&id, config)?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "Id": exec_id }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "Id": exec_id })),
+    )
+        .into_response())
 }
 
-async fn start(State(e): State<SharedEngine>, Path(id): Path<String>, mut req: Request) -> ApiResult<Response> {
+async fn start(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    mut req: Request,
+) -> ApiResult<Response> {
     let upgrade = hijack::take(&mut req);
     let raw = req
         .into_body()
@@ -69,7 +81,10 @@ async fn start(State(e): State<SharedEngine>, Path(id): Path<String>, mut req: R
                 }
             });
             let mut resp = body::stream(rx).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(hijack::content_type(tty)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(hijack::content_type(tty)),
+            );
             Ok(resp)
         }
     }
@@ -79,7 +94,11 @@ async fn inspect(State(e): State<SharedEngine>, Path(id): Path<String>) -> ApiRe
     Ok(Json(e.exec_inspect(&id)?).into_response())
 }
 
-async fn resize(State(e): State<SharedEngine>, Path(id): Path<String>, Query(q): Query<Params>) -> ApiResult<StatusCode> {
+async fn resize(
+    State(e): State<SharedEngine>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<StatusCode> {
     let h = q.int("h")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
     let w = q.int("w")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
     e.exec_resize(&id, h, w).await?;

@@ -10,9 +10,9 @@ use axum::{Json, Router};
 use tokio::sync::mpsc;
 
 use super::Params;
+use crate::SharedEngine;
 use crate::body::{self, BodyReader, BodyWriter};
 use crate::error::{ApiError, ApiResult, chain};
-use crate::SharedEngine;
 
 pub fn routes() -> Router<SharedEngine> {
     Router::new()
@@ -21,7 +21,10 @@ pub fn routes() -> Router<SharedEngine> {
         .route("/images/load", post(load))
         .route("/images/get", get(save_many))
         .route("/images/prune", post(prune))
-        .route("/images/{*rest}", get(get_named).post(post_named).delete(remove))
+        .route(
+            "/images/{*rest}",
+            get(get_named).post(post_named).delete(remove),
+        )
 }
 
 async fn list(State(e): State<SharedEngine>, Query(q): Query<Params>) -> ApiResult<Response> {
@@ -37,7 +40,12 @@ async fn blocking<T: Send + 'static>(
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("image task failed: {e}")))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("image task failed: {e}"),
+            )
+        })?
         .map_err(ApiError::from)
 }
 
@@ -50,13 +58,20 @@ fn json_line(value: serde_json::Value) -> Bytes {
 
 fn json_stream(rx: mpsc::Receiver<Bytes>) -> Response {
     let mut resp = body::stream(rx).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// `POST /images/create`: `fromSrc=-` imports the request body; `fromImage` pulls (no
 /// registry client yet).
-async fn create(State(e): State<SharedEngine>, Query(q): Query<Params>, req: Request) -> ApiResult<Response> {
+async fn create(
+    State(e): State<SharedEngine>,
+    Query(q): Query<Params>,
+    req: Request,
+) -> ApiResult<Response> {
     if let Some(image) = q.get("fromImage").filter(|s| !s.is_empty()) {
         let tag = q.get("tag").filter(|t| !t.is_empty());
         let name = match tag {
@@ -65,12 +80,16 @@ async fn create(State(e): State<SharedEngine>, Query(q): Query<Params>, req: Req
         };
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("pull access denied for {name}: wharf has no registry client yet; use wharf load or wharf import"),
+            format!(
+                "pull access denied for {name}: wharf has no registry client yet; use wharf load or wharf import"
+            ),
         ));
     }
     let src = q.get("fromSrc").unwrap_or("");
     if src != "-" {
-        return Err(ApiError::bad_request("fromSrc must be \"-\" (the request body): importing from a URL is not supported"));
+        return Err(ApiError::bad_request(
+            "fromSrc must be \"-\" (the request body): importing from a URL is not supported",
+        ));
     }
     let repo = q.get("repo").filter(|r| !r.is_empty()).map(String::from);
     let reference = match (repo, q.get("tag").filter(|t| !t.is_empty())) {
@@ -82,17 +101,31 @@ async fn create(State(e): State<SharedEngine>, Query(q): Query<Params>, req: Req
     let mut reader = BodyReader::new(req.into_body());
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        let result = blocking(move || e.images.import(&mut reader, &changes, reference.as_deref(), message.as_deref())).await;
+        let result = blocking(move || {
+            e.images.import(
+                &mut reader,
+                &changes,
+                reference.as_deref(),
+                message.as_deref(),
+            )
+        })
+        .await;
         let line = match result {
             Ok(image) => json_line(serde_json::json!({ "status": image.id })),
-            Err(err) => json_line(serde_json::json!({ "errorDetail": { "message": err.message }, "error": err.message })),
+            Err(err) => json_line(
+                serde_json::json!({ "errorDetail": { "message": err.message }, "error": err.message }),
+            ),
         };
         let _ = tx.send(line).await;
     });
     Ok(json_stream(rx))
 }
 
-async fn load(State(e): State<SharedEngine>, Query(q): Query<Params>, req: Request) -> ApiResult<Response> {
+async fn load(
+    State(e): State<SharedEngine>,
+    Query(q): Query<Params>,
+    req: Request,
+) -> ApiResult<Response> {
     let quiet = q.flag("quiet", false);
     let mut reader = BodyReader::new(req.into_body());
     let (tx, rx) = mpsc::channel(4);
@@ -100,7 +133,11 @@ async fn load(State(e): State<SharedEngine>, Query(q): Query<Params>, req: Reque
         match blocking(move || e.images.load(&mut reader)).await {
             Ok(lines) => {
                 for line in lines {
-                    let _ = tx.send(json_line(serde_json::json!({ "stream": format!("{line}\n") }))).await;
+                    let _ = tx
+                        .send(json_line(
+                            serde_json::json!({ "stream": format!("{line}\n") }),
+                        ))
+                        .await;
                 }
             }
             Err(err) => {
@@ -133,23 +170,37 @@ async fn save(e: SharedEngine, names: Vec<String>) -> ApiResult<Response> {
         }
     });
     let mut resp = body::stream(rx).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
     Ok(resp)
 }
 
 async fn prune(State(e): State<SharedEngine>, Query(q): Query<Params>) -> ApiResult<Response> {
     let filters = q.filters()?;
-    let all = filters.get("dangling").is_some_and(|v| v.iter().any(|d| d == "false" || d == "0"));
+    let all = filters
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|d| d == "false" || d == "0"));
     let engine = e.clone();
-    let (deleted, reclaimed) = blocking(move || engine.images.prune(all, &|id| engine.image_in_use(id))).await?;
-    Ok(Json(serde_json::json!({ "ImagesDeleted": deleted, "SpaceReclaimed": reclaimed })).into_response())
+    let (deleted, reclaimed) =
+        blocking(move || engine.images.prune(all, &|id| engine.image_in_use(id))).await?;
+    Ok(
+        Json(serde_json::json!({ "ImagesDeleted": deleted, "SpaceReclaimed": reclaimed }))
+            .into_response(),
+    )
 }
 
 /// `GET /images/{name}/json|history|get`.
-async fn get_named(State(e): State<SharedEngine>, Path(rest): Path<String>, Query(q): Query<Params>) -> ApiResult<Response> {
+async fn get_named(
+    State(e): State<SharedEngine>,
+    Path(rest): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<Response> {
     if let Some(name) = rest.strip_suffix("/json") {
         let name = name.to_string();
-        let inspect = blocking(move || e.images.resolve(&name).map(|i| e.images.inspect(&i))).await?;
+        let inspect =
+            blocking(move || e.images.resolve(&name).map(|i| e.images.inspect(&i))).await?;
         return Ok(Json(inspect).into_response());
     }
     if let Some(name) = rest.strip_suffix("/history") {
@@ -160,13 +211,23 @@ async fn get_named(State(e): State<SharedEngine>, Path(rest): Path<String>, Quer
         let _ = q;
         return save(e, vec![name.to_string()]).await;
     }
-    Err(ApiError::new(StatusCode::NOT_FOUND, format!("page not found: GET /images/{rest}")))
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("page not found: GET /images/{rest}"),
+    ))
 }
 
 /// `POST /images/{name}/tag?repo=&tag=`.
-async fn post_named(State(e): State<SharedEngine>, Path(rest): Path<String>, Query(q): Query<Params>, _body: Body) -> ApiResult<Response> {
+async fn post_named(
+    State(e): State<SharedEngine>,
+    Path(rest): Path<String>,
+    Query(q): Query<Params>,
+    _body: Body,
+) -> ApiResult<Response> {
     if let Some(name) = rest.strip_suffix("/tag") {
-        let repo = q.get("repo").filter(|r| !r.is_empty()).ok_or_else(|| ApiError::bad_request("repository name must have at least one component"))?;
+        let repo = q.get("repo").filter(|r| !r.is_empty()).ok_or_else(|| {
+            ApiError::bad_request("repository name must have at least one component")
+        })?;
         let target = match q.get("tag").filter(|t| !t.is_empty()) {
             Some(t) => format!("{repo}:{t}"),
             None => repo.to_string(),
@@ -176,14 +237,29 @@ async fn post_named(State(e): State<SharedEngine>, Path(rest): Path<String>, Que
         return Ok(StatusCode::CREATED.into_response());
     }
     if rest.ends_with("/push") {
-        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "push is not supported yet: wharf has no registry client"));
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "push is not supported yet: wharf has no registry client",
+        ));
     }
-    Err(ApiError::new(StatusCode::NOT_FOUND, format!("page not found: POST /images/{rest}")))
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("page not found: POST /images/{rest}"),
+    ))
 }
 
-async fn remove(State(e): State<SharedEngine>, Path(name): Path<String>, Query(q): Query<Params>) -> ApiResult<Response> {
+async fn remove(
+    State(e): State<SharedEngine>,
+    Path(name): Path<String>,
+    Query(q): Query<Params>,
+) -> ApiResult<Response> {
     let force = q.flag("force", false);
     let engine = e.clone();
-    let deleted = blocking(move || engine.images.remove(&name, force, &|id| engine.image_in_use(id))).await?;
+    let deleted = blocking(move || {
+        engine
+            .images
+            .remove(&name, force, &|id| engine.image_in_use(id))
+    })
+    .await?;
     Ok(Json(deleted).into_response())
 }

@@ -20,22 +20,29 @@ pub fn router(engine: SharedEngine) -> Router {
         .merge(exec::routes())
         .merge(images::routes())
         .fallback(|req: Request<Body>| async move {
-            ApiError::new(StatusCode::NOT_FOUND, format!("page not found: {} {}", req.method(), req.uri().path()))
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("page not found: {} {}", req.method(), req.uri().path()),
+            )
         })
         .with_state(engine)
 }
 
 /// Removes the `/v1.NN` prefix clients put in front of every path; refuses versions below the
 /// minimum, as Docker does.
-pub fn strip_version<B>(mut req: Request<B>) -> Result<Request<B>, Response<Body>> {
+pub fn strip_version<B>(mut req: Request<B>) -> Result<Request<B>, Box<Response<Body>>> {
     let (version, rest) = wharf_api::strip_version(req.uri().path());
-    let Some(version) = version else { return Ok(req) };
+    let Some(version) = version else {
+        return Ok(req);
+    };
     let too_old = parse_version(version) < parse_version(MIN_API_VERSION);
     if too_old {
         let msg = format!(
             "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
         );
-        return Err(axum::response::IntoResponse::into_response(ApiError::bad_request(msg)));
+        return Err(Box::new(axum::response::IntoResponse::into_response(
+            ApiError::bad_request(msg),
+        )));
     }
     let rest = match req.uri().query() {
         Some(q) => format!("{rest}?{q}"),
@@ -51,7 +58,10 @@ pub fn strip_version<B>(mut req: Request<B>) -> Result<Request<B>, Response<Body
 pub fn add_common_headers(resp: &mut Response<Body>) {
     let h = resp.headers_mut();
     h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
-    h.insert("Server", HeaderValue::from_static(concat!("wharf/", env!("CARGO_PKG_VERSION"), " (linux)")));
+    h.insert(
+        "Server",
+        HeaderValue::from_static(concat!("wharf/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
     h.insert("Ostype", HeaderValue::from_static("linux"));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
 }
@@ -63,11 +73,18 @@ pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, key: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Docker's boolean query values: "1", "true", "True" are true; absent is `default`.

@@ -21,19 +21,26 @@ pub fn routes() -> Router<SharedEngine> {
 async fn ping() -> Response {
     let mut resp = "OK".into_response();
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     h.insert("Builder-Version", HeaderValue::from_static("1"));
     resp
 }
 
 fn kernel_version() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 async fn version() -> Json<SystemVersion> {
     let v = env!("CARGO_PKG_VERSION").to_string();
-    let arch = std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64");
+    let arch = std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64");
     let details = [
         ("ApiVersion", API_VERSION.to_string()),
         ("MinAPIVersion", MIN_API_VERSION.to_string()),
@@ -49,8 +56,14 @@ async fn version() -> Json<SystemVersion> {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     Json(SystemVersion {
-        platform: Some(wharf_api::models::SystemVersionPlatform { name: "wharf".into() }),
-        components: Some(vec![SystemVersionComponents { name: "Engine".into(), version: v.clone(), details: Some(details) }]),
+        platform: Some(wharf_api::models::SystemVersionPlatform {
+            name: "wharf".into(),
+        }),
+        components: Some(vec![SystemVersionComponents {
+            name: "Engine".into(),
+            version: v.clone(),
+            details: Some(details),
+        }]),
         version: Some(v),
         api_version: Some(API_VERSION.into()),
         min_api_version: Some(MIN_API_VERSION.into()),
@@ -65,7 +78,11 @@ async fn version() -> Json<SystemVersion> {
 }
 
 fn cgroup_version() -> &'static str {
-    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { "2" } else { "1" }
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "2"
+    } else {
+        "1"
+    }
 }
 
 async fn info(State(engine): State<SharedEngine>) -> Json<SystemInfo> {
@@ -73,10 +90,16 @@ async fn info(State(engine): State<SharedEngine>) -> Json<SystemInfo> {
     let images = engine.images.list().map(|l| l.len()).unwrap_or(0);
     let mem_total = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok())
+        })
         .unwrap_or(0)
         * 1024;
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     Json(SystemInfo {
         id: Some(String::new()),
         containers: Some(total as i64),
@@ -109,7 +132,11 @@ async fn info(State(engine): State<SharedEngine>) -> Json<SystemInfo> {
         operating_system: Some("linux".into()),
         os_type: Some("linux".into()),
         architecture: Some(std::env::consts::ARCH.into()),
-        ncpu: Some(std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1)),
+        ncpu: Some(
+            std::thread::available_parallelism()
+                .map(|n| n.get() as i64)
+                .unwrap_or(1),
+        ),
         mem_total: Some(mem_total),
         name: Some(hostname),
         labels: Some(Vec::new()),
@@ -131,6 +158,9 @@ async fn events() -> Response {
         tx.closed().await;
     });
     let mut resp = crate::body::stream(rx).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

@@ -34,7 +34,9 @@ impl PendingAttaches {
 impl Container {
     pub(super) fn fail_pending_attaches(&self, err: &ContainerError) {
         for p in self.pending.take() {
-            let _ = p.reply.send(Err(ContainerError::StartFailed(err.to_string())));
+            let _ = p
+                .reply
+                .send(Err(ContainerError::StartFailed(err.to_string())));
         }
     }
 }
@@ -46,7 +48,11 @@ impl Engine {
     /// Attaches to a container's stdio. Returns at once whether the container has a tty (raw
     /// stream) and the connection to await; for a created container the connection is made
     /// when it starts, before its process runs.
-    pub fn attach(self: &Arc<Self>, key: &str, streams: AttachStreams) -> Result<(bool, AttachFuture), ContainerError> {
+    pub fn attach(
+        self: &Arc<Self>,
+        key: &str,
+        streams: AttachStreams,
+    ) -> Result<(bool, AttachFuture), ContainerError> {
         let c = self.registry().lookup(key)?;
         let (status, tty, id) = {
             let r = c.record();
@@ -54,27 +60,39 @@ impl Engine {
         };
         let run_dir = self.container_paths(&id).run_dir;
         let connect: AttachFuture = match status {
-            Status::Running | Status::Paused => {
-                Box::pin(async move { shim::attach(&run_dir, streams).await.map_err(ContainerError::from) })
-            }
+            Status::Running | Status::Paused => Box::pin(async move {
+                shim::attach(&run_dir, streams)
+                    .await
+                    .map_err(ContainerError::from)
+            }),
             Status::Created | Status::Exited | Status::Restarting => {
                 let (reply, rx) = oneshot::channel();
                 c.pending.push(PendingAttach { streams, reply });
                 Box::pin(async move {
-                    rx.await.map_err(|_| ContainerError::Conflict(format!("container {id} was removed")))?
+                    rx.await.map_err(|_| {
+                        ContainerError::Conflict(format!("container {id} was removed"))
+                    })?
                 })
             }
             Status::Removing | Status::Dead => {
-                return Err(ContainerError::Conflict(format!("container {id} is being removed")));
+                return Err(ContainerError::Conflict(format!(
+                    "container {id} is being removed"
+                )));
             }
         };
         Ok((tty, connect))
     }
 
     /// Connects the attaches that waited for `start`; called before the process is let run.
-    pub(super) async fn connect_pending_attaches(&self, c: &Arc<Container>, paths: &ContainerPaths) {
+    pub(super) async fn connect_pending_attaches(
+        &self,
+        c: &Arc<Container>,
+        paths: &ContainerPaths,
+    ) {
         for p in c.pending.take() {
-            let result = shim::attach(&paths.run_dir, p.streams).await.map_err(ContainerError::from);
+            let result = shim::attach(&paths.run_dir, p.streams)
+                .await
+                .map_err(ContainerError::from);
             let _ = p.reply.send(result);
         }
     }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wharf_api::models::{self, ContainerCreateBody, ContainerCreateResponse, RestartPolicyNameEnum};
+use wharf_api::models::{
+    self, ContainerCreateBody, ContainerCreateResponse, RestartPolicyNameEnum,
+};
 
 use super::{Container, ContainerError, ContainerRecord, State, Status, names, spec, valid_name};
 use crate::Engine;
@@ -79,7 +81,10 @@ impl Engine {
             let name = match name.map(|n| n.strip_prefix('/').unwrap_or(n).to_string()) {
                 Some(n) => {
                     if let Some(owner) = registry.name_owner(&n) {
-                        Err(ContainerError::NameInUse { name: n, id: owner.clone() })
+                        Err(ContainerError::NameInUse {
+                            name: n,
+                            id: owner.clone(),
+                        })
                     } else {
                         Ok(n)
                     }
@@ -98,7 +103,10 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&paths.dir);
             return Err(e);
         }
-        Ok(ContainerCreateResponse { id, warnings: Vec::new() })
+        Ok(ContainerCreateResponse {
+            id,
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -111,17 +119,25 @@ fn merge_config(body: &ContainerCreateBody, image: &ImageConfig) -> models::Cont
         env.push(kv);
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     // Docker's merge: an entrypoint from the user discards the image's Cmd; an explicitly
     // empty entrypoint (`--entrypoint ""`, sent as [""]) clears the image's.
     let user_cmd = body.cmd.clone().filter(|c| !c.is_empty());
     let (entrypoint, cmd) = match body.entrypoint.clone() {
-        Some(ep) if !ep.is_empty() => {
-            (ep.into_iter().filter(|a| !a.is_empty()).collect(), user_cmd.unwrap_or_default())
-        }
+        Some(ep) if !ep.is_empty() => (
+            ep.into_iter().filter(|a| !a.is_empty()).collect(),
+            user_cmd.unwrap_or_default(),
+        ),
         user_ep => (
-            if user_ep.is_none() { image.entrypoint.clone().unwrap_or_default() } else { Vec::new() },
+            if user_ep.is_none() {
+                image.entrypoint.clone().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             user_cmd.or_else(|| image.cmd.clone()).unwrap_or_default(),
         ),
     };
@@ -143,7 +159,11 @@ fn merge_config(body: &ContainerCreateBody, image: &ImageConfig) -> models::Cont
     models::ContainerConfig {
         hostname: body.hostname.clone(),
         domainname: Some(body.domainname.clone().unwrap_or_default()),
-        user: Some(non_empty(&body.user).or_else(|| image.user.clone()).unwrap_or_default()),
+        user: Some(
+            non_empty(&body.user)
+                .or_else(|| image.user.clone())
+                .unwrap_or_default(),
+        ),
         attach_stdin: Some(body.attach_stdin.unwrap_or(false)),
         attach_stdout: Some(body.attach_stdout.unwrap_or(false)),
         attach_stderr: Some(body.attach_stderr.unwrap_or(false)),
@@ -153,11 +173,18 @@ fn merge_config(body: &ContainerCreateBody, image: &ImageConfig) -> models::Cont
         stdin_once: Some(body.stdin_once.unwrap_or(false)),
         env: Some(env),
         cmd: (!cmd.is_empty()).then_some(cmd),
-        healthcheck: body.healthcheck.clone().or_else(|| image.healthcheck.clone()),
+        healthcheck: body
+            .healthcheck
+            .clone()
+            .or_else(|| image.healthcheck.clone()),
         args_escaped: None,
         image: None,
         volumes: (!volumes.is_empty()).then_some(volumes),
-        working_dir: Some(non_empty(&body.working_dir).or_else(|| image.working_dir.clone()).unwrap_or_default()),
+        working_dir: Some(
+            non_empty(&body.working_dir)
+                .or_else(|| image.working_dir.clone())
+                .unwrap_or_default(),
+        ),
         entrypoint: (!entrypoint.is_empty()).then_some(entrypoint),
         network_disabled: body.network_disabled,
         on_build: image.on_build.clone(),
@@ -172,11 +199,17 @@ fn merge_config(body: &ContainerCreateBody, image: &ImageConfig) -> models::Cont
 fn validate_host_config(host: &mut models::HostConfig) -> Result<(), ContainerError> {
     let policy = host.restart_policy.get_or_insert_with(Default::default);
     let name = policy.name.unwrap_or(RestartPolicyNameEnum::EMPTY);
-    let name = if name == RestartPolicyNameEnum::EMPTY { RestartPolicyNameEnum::NO } else { name };
+    let name = if name == RestartPolicyNameEnum::EMPTY {
+        RestartPolicyNameEnum::NO
+    } else {
+        name
+    };
     policy.name = Some(name);
     let retries = policy.maximum_retry_count.unwrap_or(0);
     if retries < 0 {
-        return Err(ContainerError::Invalid("invalid restart policy: maximum retry count cannot be negative".into()));
+        return Err(ContainerError::Invalid(
+            "invalid restart policy: maximum retry count cannot be negative".into(),
+        ));
     }
     if retries > 0 && name != RestartPolicyNameEnum::ON_FAILURE {
         return Err(ContainerError::Invalid(format!(
@@ -184,31 +217,48 @@ fn validate_host_config(host: &mut models::HostConfig) -> Result<(), ContainerEr
         )));
     }
     policy.maximum_retry_count = Some(retries);
+    // Clients read the log driver from inspect (docker-py's `run` does).
+    host.log_config
+        .get_or_insert_with(|| models::HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::new()),
+        });
     if host.auto_remove.unwrap_or(false) && name != RestartPolicyNameEnum::NO {
         return Err(ContainerError::Invalid(
             "conflicting options: cannot specify both --restart and --rm".into(),
         ));
     }
-    for cap in host.cap_add.iter_mut().chain(host.cap_drop.iter_mut()).flatten() {
+    for cap in host
+        .cap_add
+        .iter_mut()
+        .chain(host.cap_drop.iter_mut())
+        .flatten()
+    {
         *cap = spec::validate_capability(cap)?;
     }
     match host.network_mode.as_deref() {
         None | Some("") => host.network_mode = Some("default".into()),
         Some("none" | "host" | "default" | "bridge") => {}
         Some(other) => {
-            return Err(ContainerError::Invalid(format!("network {other} not found")));
+            return Err(ContainerError::Invalid(format!(
+                "network {other} not found"
+            )));
         }
     }
     if let Some(cpus) = host.nano_cpus
         && cpus < 0
     {
-        return Err(ContainerError::Invalid("invalid CPU value: must be positive".into()));
+        return Err(ContainerError::Invalid(
+            "invalid CPU value: must be positive".into(),
+        ));
     }
     if let Some(mem) = host.memory
         && mem != 0
         && mem < 6 * 1024 * 1024
     {
-        return Err(ContainerError::Invalid("Minimum memory limit allowed is 6MB".into()));
+        return Err(ContainerError::Invalid(
+            "Minimum memory limit allowed is 6MB".into(),
+        ));
     }
     Ok(())
 }

@@ -58,13 +58,21 @@ pub type ExecStream = tokio::io::DuplexStream;
 struct SharedPty(Arc<PtyMaster>);
 
 impl AsyncRead for SharedPty {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         self.0.poll_read_shared(cx, buf)
     }
 }
 
 impl AsyncWrite for SharedPty {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.0.poll_write_shared(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -78,7 +86,11 @@ impl AsyncWrite for SharedPty {
 const PIPE_BUFFER: usize = 64 * 1024;
 
 impl Engine {
-    pub fn exec_create(self: &Arc<Self>, key: &str, config: ExecConfig) -> Result<String, ContainerError> {
+    pub fn exec_create(
+        self: &Arc<Self>,
+        key: &str,
+        config: ExecConfig,
+    ) -> Result<String, ContainerError> {
         let c = self.registry().lookup(key)?;
         let (cid, status) = {
             let r = c.record();
@@ -100,7 +112,10 @@ impl Engine {
             config,
             state: Mutex::new(ExecState::default()),
         });
-        self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), instance);
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), instance);
         Ok(id)
     }
 
@@ -125,7 +140,9 @@ impl Engine {
         {
             let mut s = e.state();
             if s.started {
-                return Err(ContainerError::Conflict(format!("Error: Exec command {id} has already run")));
+                return Err(ContainerError::Conflict(format!(
+                    "Error: Exec command {id} has already run"
+                )));
             }
             s.started = true;
             s.running = true;
@@ -166,8 +183,11 @@ impl Engine {
         status.guard_signal(&cid)?;
         let paths = self.container_paths(&cid);
         let raw = tokio::fs::read(paths.dir.join("config.json")).await?;
-        let base: oci_spec::runtime::Spec = serde_json::from_slice(&raw)
-            .map_err(|err| ContainerError::Invalid(format!("container {cid} has an unreadable runtime spec: {err}")))?;
+        let base: oci_spec::runtime::Spec = serde_json::from_slice(&raw).map_err(|err| {
+            ContainerError::Invalid(format!(
+                "container {cid} has an unreadable runtime spec: {err}"
+            ))
+        })?;
         let cfg = &e.config;
         let tty = cfg.tty.unwrap_or(false) || start.tty;
         let process = spec::exec_process(&ExecInput {
@@ -210,14 +230,19 @@ impl Engine {
                     let _ = to_client.shutdown().await;
                 });
             }
-            shim::ExecIo::Pipes { stdin, mut stdout, mut stderr } => {
+            shim::ExecIo::Pipes {
+                stdin,
+                mut stdout,
+                mut stderr,
+            } => {
                 if let Some(mut stdin) = stdin {
                     tokio::spawn(async move {
                         let _ = tokio::io::copy(&mut from_client, &mut stdin).await;
                     });
                 }
                 tokio::spawn(async move {
-                    let (mut out_buf, mut err_buf) = (vec![0u8; PIPE_BUFFER], vec![0u8; PIPE_BUFFER]);
+                    let (mut out_buf, mut err_buf) =
+                        (vec![0u8; PIPE_BUFFER], vec![0u8; PIPE_BUFFER]);
                     let (mut out_open, mut err_open) = (true, true);
                     let mut client_open = true;
                     while out_open || err_open {
@@ -226,13 +251,26 @@ impl Engine {
                             r = stderr.read(&mut err_buf), if err_open => (2u8, r.unwrap_or(0)),
                         };
                         if n == 0 {
-                            if stream == 1 { out_open = false } else { err_open = false }
+                            if stream == 1 {
+                                out_open = false
+                            } else {
+                                err_open = false
+                            }
                             continue;
                         }
-                        let data = if stream == 1 { &out_buf[..n] } else { &err_buf[..n] };
+                        let data = if stream == 1 {
+                            &out_buf[..n]
+                        } else {
+                            &err_buf[..n]
+                        };
                         // A client that went away stops reading; keep draining so the process
                         // is never blocked on a full pipe.
-                        if client_open && to_client.write_all(&frame(stream, data, false)).await.is_err() {
+                        if client_open
+                            && to_client
+                                .write_all(&frame(stream, data, false))
+                                .await
+                                .is_err()
+                        {
                             client_open = false;
                         }
                     }
@@ -258,7 +296,9 @@ impl Engine {
         let pty = e.state().pty.clone();
         match pty {
             Some(pty) => pty.resize(rows, cols).map_err(ContainerError::Io),
-            None => Err(ContainerError::Conflict(format!("exec {id} has no running tty"))),
+            None => Err(ContainerError::Conflict(format!(
+                "exec {id} has no running tty"
+            ))),
         }
     }
 
@@ -298,6 +338,9 @@ impl Engine {
     }
 
     pub(super) fn forget_execs(&self, container_id: &str) {
-        self.execs.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, e| e.container_id != container_id);
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, e| e.container_id != container_id);
     }
 }

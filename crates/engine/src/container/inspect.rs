@@ -23,20 +23,30 @@ impl Status {
 }
 
 impl Engine {
-    pub fn inspect(self: &Arc<Self>, key: &str) -> Result<ContainerInspectResponse, ContainerError> {
+    pub fn inspect(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> Result<ContainerInspectResponse, ContainerError> {
         let c = self.registry().lookup(key)?;
         let r = c.snapshot();
         let exec_ids = self.exec_ids(&r.id);
         Ok(self.inspect_record(&r, exec_ids))
     }
 
-    fn inspect_record(&self, r: &ContainerRecord, exec_ids: Vec<String>) -> ContainerInspectResponse {
+    fn inspect_record(
+        &self,
+        r: &ContainerRecord,
+        exec_ids: Vec<String>,
+    ) -> ContainerInspectResponse {
         let paths = self.container_paths(&r.id);
         let s = &r.state;
         let mut graph = HashMap::new();
         graph.insert("UpperDir".to_string(), paths.upper().display().to_string());
         graph.insert("WorkDir".to_string(), paths.work().display().to_string());
-        graph.insert("MergedDir".to_string(), paths.rootfs().display().to_string());
+        graph.insert(
+            "MergedDir".to_string(),
+            paths.rootfs().display().to_string(),
+        );
         let network_mode = r.host_config.network_mode.clone().unwrap_or_default();
         let mut networks = HashMap::new();
         if network_mode != "none" && network_mode != "host" {
@@ -77,7 +87,10 @@ impl Engine {
             app_armor_profile: Some(String::new()),
             exec_ids: (!exec_ids.is_empty()).then_some(exec_ids),
             host_config: Some(r.host_config.clone()),
-            graph_driver: Some(models::DriverData { name: "overlay2".into(), data: graph }),
+            graph_driver: Some(models::DriverData {
+                name: "overlay2".into(),
+                data: graph,
+            }),
             mounts: Some(Vec::new()),
             config: Some(r.config.clone()),
             network_settings: Some(models::NetworkSettings {

@@ -15,12 +15,20 @@ pub fn parse_signal(s: &str) -> Result<Signal, ContainerError> {
         return Signal::try_from(n).map_err(|_| bad());
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     name.parse::<Signal>().map_err(|_| bad())
 }
 
 impl Engine {
-    pub async fn kill(self: &Arc<Self>, key: &str, signal: Option<&str>) -> Result<(), ContainerError> {
+    pub async fn kill(
+        self: &Arc<Self>,
+        key: &str,
+        signal: Option<&str>,
+    ) -> Result<(), ContainerError> {
         let signal = parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
         let c = self.registry().lookup(key)?;
         let _op = c.op.lock().await;
@@ -29,7 +37,12 @@ impl Engine {
 
     /// Sends `signal` to the container's init. `manual` marks the container as stopped by the
     /// user so its restart policy leaves it alone.
-    pub(super) fn signal(&self, c: &Arc<Container>, signal: Signal, manual: bool) -> Result<(), ContainerError> {
+    pub(super) fn signal(
+        &self,
+        c: &Arc<Container>,
+        signal: Signal,
+        manual: bool,
+    ) -> Result<(), ContainerError> {
         let (pid, status, id) = {
             let r = c.record();
             (r.state.pid, r.state.status, r.id.clone())
@@ -45,7 +58,12 @@ impl Engine {
             return Ok(());
         }
         status.guard_signal(&id)?;
-        if manual && matches!(signal, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
+        if manual
+            && matches!(
+                signal,
+                Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT
+            )
+        {
             let record = {
                 let mut r = c.record();
                 r.manually_stopped = true;
@@ -53,7 +71,8 @@ impl Engine {
             };
             self.meta.put(Table::Containers, &id, &record)?;
         }
-        let pid = i32::try_from(pid).map_err(|_| ContainerError::Conflict(format!("container {id} has no pid")))?;
+        let pid = i32::try_from(pid)
+            .map_err(|_| ContainerError::Conflict(format!("container {id} has no pid")))?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(e) => Err(ContainerError::Io(e.into())),

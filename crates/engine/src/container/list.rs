@@ -21,15 +21,27 @@ impl Engine {
         for key in filters.keys() {
             if !matches!(
                 key.as_str(),
-                "status" | "name" | "label" | "id" | "ancestor" | "exited" | "before" | "since" | "network"
+                "status"
+                    | "name"
+                    | "label"
+                    | "id"
+                    | "ancestor"
+                    | "exited"
+                    | "before"
+                    | "since"
+                    | "network"
             ) {
                 return Err(ContainerError::Invalid(format!("invalid filter '{key}'")));
             }
         }
-        let mut records: Vec<ContainerRecord> = self.registry().all().iter().map(|c| c.snapshot()).collect();
+        let mut records: Vec<ContainerRecord> =
+            self.registry().all().iter().map(|c| c.snapshot()).collect();
         records.sort_by(|a, b| b.created.cmp(&a.created));
         let ancestors = self.ancestor_ids(filters);
-        let all = all || limit.is_some() || filters.contains_key("status") || filters.contains_key("exited");
+        let all = all
+            || limit.is_some()
+            || filters.contains_key("status")
+            || filters.contains_key("exited");
         let now = chrono::Utc::now().timestamp();
         let mut out = Vec::new();
         for r in records {
@@ -64,7 +76,10 @@ fn matches_filters(r: &ContainerRecord, filters: &Filters, ancestors: &[String])
                 "status" => r.state.status.as_str() == v,
                 "name" => r.name.contains(v.trim_start_matches('/')),
                 "id" => r.id.starts_with(v.as_str()),
-                "exited" => r.state.status == Status::Exited && v.parse::<i32>().ok() == Some(r.state.exit_code),
+                "exited" => {
+                    r.state.status == Status::Exited
+                        && v.parse::<i32>().ok() == Some(r.state.exit_code)
+                }
                 "label" => {
                     let labels = r.config.labels.clone().unwrap_or_default();
                     match v.split_once('=') {
@@ -85,13 +100,24 @@ fn status_text(r: &ContainerRecord, now: i64) -> String {
     match s.status {
         Status::Created => "Created".into(),
         Status::Running => format!("Up {}", human_duration(now - unix_seconds(&s.started_at))),
-        Status::Paused => format!("Up {} (Paused)", human_duration(now - unix_seconds(&s.started_at))),
+        Status::Paused => format!(
+            "Up {} (Paused)",
+            human_duration(now - unix_seconds(&s.started_at))
+        ),
         Status::Restarting => {
-            format!("Restarting ({}) {} ago", s.exit_code, human_duration(now - unix_seconds(&s.finished_at)))
+            format!(
+                "Restarting ({}) {} ago",
+                s.exit_code,
+                human_duration(now - unix_seconds(&s.finished_at))
+            )
         }
         Status::Removing => "Removal In Progress".into(),
         Status::Exited => {
-            format!("Exited ({}) {} ago", s.exit_code, human_duration(now - unix_seconds(&s.finished_at)))
+            format!(
+                "Exited ({}) {} ago",
+                s.exit_code,
+                human_duration(now - unix_seconds(&s.finished_at))
+            )
         }
         Status::Dead => "Dead".into(),
     }
@@ -124,8 +150,13 @@ fn summary(r: &ContainerRecord, now: i64) -> ContainerSummary {
         labels: Some(r.config.labels.clone().unwrap_or_default()),
         state: Some(state),
         status: Some(status_text(r, now)),
-        host_config: Some(models::ContainerSummaryHostConfig { network_mode: Some(network_mode), annotations: None }),
-        network_settings: Some(models::ContainerSummaryNetworkSettings { networks: Some(HashMap::new()) }),
+        host_config: Some(models::ContainerSummaryHostConfig {
+            network_mode: Some(network_mode),
+            annotations: None,
+        }),
+        network_settings: Some(models::ContainerSummaryNetworkSettings {
+            networks: Some(HashMap::new()),
+        }),
         mounts: Some(Vec::new()),
         ..Default::default()
     }

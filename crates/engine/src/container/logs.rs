@@ -67,7 +67,11 @@ impl LogOptions {
             }
         }
         if self.timestamps {
-            Some(frame(stream, format!("{} {}", line.time, line.log).as_bytes(), tty))
+            Some(frame(
+                stream,
+                format!("{} {}", line.time, line.log).as_bytes(),
+                tty,
+            ))
         } else {
             Some(frame(stream, line.log.as_bytes(), tty))
         }
@@ -108,9 +112,15 @@ impl Engine {
                 return;
             }
             // Follow: read what is appended until the container stops running.
-            let Ok(file) = tokio::fs::File::open(&path).await else { return };
+            let Ok(file) = tokio::fs::File::open(&path).await else {
+                return;
+            };
             let mut reader = BufReader::new(file);
-            if reader.seek(SeekFrom::Start(content.len() as u64)).await.is_err() {
+            if reader
+                .seek(SeekFrom::Start(content.len() as u64))
+                .await
+                .is_err()
+            {
                 return;
             }
             let mut buf = String::new();
@@ -158,14 +168,33 @@ mod tests {
 
     #[test]
     fn frames_and_filters() {
-        let opts = LogOptions { stdout: true, stderr: false, ..Default::default() };
+        let opts = LogOptions {
+            stdout: true,
+            stderr: false,
+            ..Default::default()
+        };
         let out = r#"{"log":"hi\n","stream":"stdout","time":"2026-01-01T00:00:00.5Z"}"#;
         let err = r#"{"log":"oops\n","stream":"stderr","time":"2026-01-01T00:00:01Z"}"#;
-        assert_eq!(&opts.render(out, false).unwrap()[..], b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n");
+        assert_eq!(
+            &opts.render(out, false).unwrap()[..],
+            b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n"
+        );
         assert!(opts.render(err, false).is_none());
-        let ts = LogOptions { stdout: true, timestamps: true, ..Default::default() };
-        assert_eq!(&ts.render(out, true).unwrap()[..], b"2026-01-01T00:00:00.5Z hi\n");
-        let since = LogOptions { stdout: true, stderr: true, since: 1767225600.7, ..Default::default() };
+        let ts = LogOptions {
+            stdout: true,
+            timestamps: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            &ts.render(out, true).unwrap()[..],
+            b"2026-01-01T00:00:00.5Z hi\n"
+        );
+        let since = LogOptions {
+            stdout: true,
+            stderr: true,
+            since: 1767225600.7,
+            ..Default::default()
+        };
         assert!(since.render(out, true).is_none());
         assert!(since.render(err, true).is_some());
     }

@@ -36,10 +36,10 @@ use wharf_api::models;
 use crate::error::ErrorKind;
 
 pub use attach::AttachFuture;
-pub use shim::AttachStreams;
 pub use exec::{ExecStart, ExecStream};
 pub use list::Filters;
 pub use logs::LogOptions;
+pub use shim::AttachStreams;
 pub use wait::WaitCondition;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +89,13 @@ impl ContainerError {
             | ContainerError::StartFailed(_) => ErrorKind::Invalid,
             ContainerError::NotModified(_) => ErrorKind::NotModified,
             ContainerError::Image(e) => e.kind(),
-            ContainerError::Spec(_) | ContainerError::Shim(shim::ShimError::Start(_)) => ErrorKind::Invalid,
-            ContainerError::Snapshot(_) | ContainerError::Shim(_) | ContainerError::Meta(_) | ContainerError::Io(_) => {
-                ErrorKind::Internal
+            ContainerError::Spec(_) | ContainerError::Shim(shim::ShimError::Start(_)) => {
+                ErrorKind::Invalid
             }
+            ContainerError::Snapshot(_)
+            | ContainerError::Shim(_)
+            | ContainerError::Meta(_)
+            | ContainerError::Io(_) => ErrorKind::Internal,
         }
     }
 }
@@ -132,44 +135,56 @@ impl Status {
         match self {
             Status::Created | Status::Exited | Status::Restarting => Ok(()),
             Status::Running => Err(ContainerError::NotModified("started")),
-            Status::Paused => {
-                Err(ContainerError::Conflict("cannot start a paused container, try unpause instead".into()))
-            }
-            Status::Removing | Status::Dead => {
-                Err(ContainerError::Conflict("container is marked for removal and cannot be started".into()))
-            }
+            Status::Paused => Err(ContainerError::Conflict(
+                "cannot start a paused container, try unpause instead".into(),
+            )),
+            Status::Removing | Status::Dead => Err(ContainerError::Conflict(
+                "container is marked for removal and cannot be started".into(),
+            )),
         }
     }
 
     fn guard_signal(self, id: &str) -> Result<(), ContainerError> {
         match self {
             Status::Running | Status::Paused => Ok(()),
-            _ => Err(ContainerError::Conflict(format!("container {id} is not running"))),
+            _ => Err(ContainerError::Conflict(format!(
+                "container {id} is not running"
+            ))),
         }
     }
 
     fn guard_pause(self, id: &str) -> Result<(), ContainerError> {
         match self {
             Status::Running => Ok(()),
-            Status::Paused => Err(ContainerError::Conflict(format!("container {id} is already paused"))),
-            _ => Err(ContainerError::Conflict(format!("container {id} is not running"))),
+            Status::Paused => Err(ContainerError::Conflict(format!(
+                "container {id} is already paused"
+            ))),
+            _ => Err(ContainerError::Conflict(format!(
+                "container {id} is not running"
+            ))),
         }
     }
 
     fn guard_unpause(self, id: &str) -> Result<(), ContainerError> {
         match self {
             Status::Paused => Ok(()),
-            _ => Err(ContainerError::Conflict(format!("container {id} is not paused"))),
+            _ => Err(ContainerError::Conflict(format!(
+                "container {id} is not paused"
+            ))),
         }
     }
 
     fn guard_remove(self, id: &str, force: bool) -> Result<(), ContainerError> {
         match self {
-            Status::Running | Status::Paused | Status::Restarting if !force => Err(ContainerError::Conflict(format!(
-                "cannot remove container \"{id}\": container is {}: stop the container before removing or force remove",
-                self.as_str()
+            Status::Running | Status::Paused | Status::Restarting if !force => {
+                Err(ContainerError::Conflict(format!(
+                    "cannot remove container \"{id}\": container is {}: stop the container before removing or force remove",
+                    self.as_str()
+                )))
+            }
+            Status::Removing => Err(ContainerError::Conflict(format!(
+                "removal of container {id} is already in progress"
             ))),
-            Status::Removing => Err(ContainerError::Conflict(format!("removal of container {id} is already in progress"))),
             _ => Ok(()),
         }
     }

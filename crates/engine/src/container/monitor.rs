@@ -97,7 +97,11 @@ impl Engine {
                 let restart = {
                     let mut r = c.record();
                     let again = should_restart(&r, code);
-                    r.state.status = if again { Status::Restarting } else { Status::Exited };
+                    r.state.status = if again {
+                        Status::Restarting
+                    } else {
+                        Status::Exited
+                    };
                     again
                 };
                 if restart {

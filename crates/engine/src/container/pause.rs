@@ -32,7 +32,11 @@ impl Engine {
         self.freezer(&id, pause).await?;
         let record = {
             let mut r = c.record();
-            r.state.status = if pause { Status::Paused } else { Status::Running };
+            r.state.status = if pause {
+                Status::Paused
+            } else {
+                Status::Running
+            };
             r.clone()
         };
         self.meta.put(Table::Containers, &id, &record)?;
@@ -49,11 +53,16 @@ impl Engine {
 
     fn freezer_file(&self, id: &str, freeze: bool) -> (PathBuf, &'static str) {
         let parent = self.cfg.cgroup_parent.trim_matches('/');
-        let v1 = PathBuf::from(format!("/sys/fs/cgroup/freezer/{parent}/{id}/freezer.state"));
+        let v1 = PathBuf::from(format!(
+            "/sys/fs/cgroup/freezer/{parent}/{id}/freezer.state"
+        ));
         if v1.exists() {
             (v1, if freeze { "FROZEN" } else { "THAWED" })
         } else {
-            (PathBuf::from(format!("/sys/fs/cgroup/{parent}/{id}/cgroup.freeze")), if freeze { "1" } else { "0" })
+            (
+                PathBuf::from(format!("/sys/fs/cgroup/{parent}/{id}/cgroup.freeze")),
+                if freeze { "1" } else { "0" },
+            )
         }
     }
 
@@ -68,7 +77,9 @@ impl Engine {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            return Err(ContainerError::Conflict(format!("container {id}: freezer did not reach {value}")));
+            return Err(ContainerError::Conflict(format!(
+                "container {id}: freezer did not reach {value}"
+            )));
         }
         Ok(())
     }

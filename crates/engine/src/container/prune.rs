@@ -8,20 +8,31 @@ use super::{ContainerError, Filters, Status};
 use crate::Engine;
 
 impl Engine {
-    pub async fn prune(self: &Arc<Self>, filters: &Filters) -> Result<ContainerPruneResponse, ContainerError> {
+    pub async fn prune(
+        self: &Arc<Self>,
+        filters: &Filters,
+    ) -> Result<ContainerPruneResponse, ContainerError> {
         let mut deleted = Vec::new();
         let mut reclaimed: i64 = 0;
         let all = self.registry().all();
         for c in all {
             let r = c.snapshot();
-            if !matches!(r.state.status, Status::Exited | Status::Created | Status::Dead) {
+            if !matches!(
+                r.state.status,
+                Status::Exited | Status::Created | Status::Dead
+            ) {
                 continue;
             }
             let labels = r.config.labels.clone().unwrap_or_default();
-            let label_ok = filters.get("label").into_iter().flatten().all(|l| match l.split_once('=') {
-                Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-                None => labels.contains_key(l.as_str()),
-            });
+            let label_ok =
+                filters
+                    .get("label")
+                    .into_iter()
+                    .flatten()
+                    .all(|l| match l.split_once('=') {
+                        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                        None => labels.contains_key(l.as_str()),
+                    });
             if !label_ok {
                 continue;
             }
@@ -31,13 +42,18 @@ impl Engine {
                 deleted.push(r.id);
             }
         }
-        Ok(ContainerPruneResponse { containers_deleted: Some(deleted), space_reclaimed: Some(reclaimed) })
+        Ok(ContainerPruneResponse {
+            containers_deleted: Some(deleted),
+            space_reclaimed: Some(reclaimed),
+        })
     }
 }
 
 /// Bytes used by the files under `dir` (not following symlinks).
 pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.metadata() {

@@ -9,7 +9,12 @@ use crate::meta::Table;
 use crate::{Engine, snapshot};
 
 impl Engine {
-    pub async fn remove(self: &Arc<Self>, key: &str, force: bool, _volumes: bool) -> Result<(), ContainerError> {
+    pub async fn remove(
+        self: &Arc<Self>,
+        key: &str,
+        force: bool,
+        _volumes: bool,
+    ) -> Result<(), ContainerError> {
         let c = self.registry().lookup(key)?;
         let _op = c.op.lock().await;
         let (status, id) = {

@@ -20,10 +20,15 @@ impl Engine {
             (r.id.clone(), r.name.clone())
         };
         if old == new_name {
-            return Err(ContainerError::Conflict(format!("Renaming a container with the same name as its current name")));
+            return Err(ContainerError::Conflict(
+                "Renaming a container with the same name as its current name".into(),
+            ));
         }
         if let Some(owner) = registry.name_owner(new_name) {
-            return Err(ContainerError::NameInUse { name: new_name.to_string(), id: owner.clone() });
+            return Err(ContainerError::NameInUse {
+                name: new_name.to_string(),
+                id: owner.clone(),
+            });
         }
         let record = {
             let mut r = c.record();

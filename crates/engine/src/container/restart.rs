@@ -6,7 +6,11 @@ use super::ContainerError;
 use crate::Engine;
 
 impl Engine {
-    pub async fn restart(self: &Arc<Self>, key: &str, timeout: Option<i64>) -> Result<(), ContainerError> {
+    pub async fn restart(
+        self: &Arc<Self>,
+        key: &str,
+        timeout: Option<i64>,
+    ) -> Result<(), ContainerError> {
         let c = self.registry().lookup(key)?;
         let _op = c.op.lock().await;
         if c.record().state.status.is_running() {

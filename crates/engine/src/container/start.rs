@@ -12,7 +12,9 @@ use crate::{Engine, snapshot};
 
 /// The exit code Docker records when the runtime could not start the process.
 pub(super) fn start_failure_code(message: &str) -> i32 {
-    if message.contains("executable file not found") || message.contains("no such file or directory") {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
         127
     } else if message.contains("permission denied") || message.contains("is a directory") {
         126
@@ -29,7 +31,10 @@ impl Engine {
     }
 
     /// Starts `c`; the caller holds its op lock.
-    pub(super) async fn start_locked(self: &Arc<Self>, c: &Arc<Container>) -> Result<(), ContainerError> {
+    pub(super) async fn start_locked(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+    ) -> Result<(), ContainerError> {
         let rec = c.snapshot();
         rec.state.status.guard_start()?;
         let paths = self.container_paths(&rec.id);
@@ -60,7 +65,11 @@ impl Engine {
                 let message = e.to_string();
                 let snapshot = {
                     let mut r = c.record();
-                    r.state.status = if r.state.status == Status::Created { Status::Created } else { Status::Exited };
+                    r.state.status = if r.state.status == Status::Created {
+                        Status::Created
+                    } else {
+                        Status::Exited
+                    };
                     r.state.exit_code = start_failure_code(&message);
                     r.state.error = message;
                     r.state.pid = 0;
@@ -81,7 +90,12 @@ impl Engine {
         paths: &ContainerPaths,
     ) -> Result<u32, ContainerError> {
         let etc_files = self.write_etc_files(rec, paths)?;
-        let init = rec.host_config.init.unwrap_or(false).then(find_init_binary).flatten();
+        let init = rec
+            .host_config
+            .init
+            .unwrap_or(false)
+            .then(find_init_binary)
+            .flatten();
         if rec.host_config.init.unwrap_or(false) && init.is_none() {
             return Err(ContainerError::StartFailed(
                 "--init: no init binary found (install tini: /usr/bin/tini-static)".into(),
@@ -95,7 +109,12 @@ impl Engine {
             rootfs: &rootfs,
             args,
             env: rec.config.env.clone().unwrap_or_default(),
-            cwd: rec.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+            cwd: rec
+                .config
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
             user: rec.config.user.clone().unwrap_or_default(),
             hostname: rec.config.hostname.clone().unwrap_or_default(),
             tty: rec.tty(),
@@ -106,7 +125,8 @@ impl Engine {
             init_binary: init.as_deref(),
         };
         let (oci, warnings) = spec::build(&input)?;
-        let config = serde_json::to_vec(&oci).map_err(|e| ContainerError::Invalid(format!("runtime spec: {e}")))?;
+        let config = serde_json::to_vec(&oci)
+            .map_err(|e| ContainerError::Invalid(format!("runtime spec: {e}")))?;
         write_atomic(&paths.dir.join("config.json"), &config)?;
         if !warnings.is_empty() {
             c.record().warnings = warnings;
@@ -157,7 +177,10 @@ impl Engine {
         }
         std::fs::write(&hostname_file, format!("{hostname}\n"))?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(&resolv_file, resolv_conf(&host_resolv, &rec.host_config, host_net))?;
+        std::fs::write(
+            &resolv_file,
+            resolv_conf(&host_resolv, &rec.host_config, host_net),
+        )?;
         Ok(vec![
             ("/etc/hostname".into(), hostname_file),
             ("/etc/hosts".into(), hosts_file),
@@ -209,10 +232,14 @@ fn resolv_conf(host: &str, hc: &wharf_api::models::HostConfig, host_net: bool) -
 
 /// The init binary `--init` runs as pid 1 (Docker's is tini, shipped as docker-init).
 fn find_init_binary() -> Option<PathBuf> {
-    ["/usr/bin/tini-static", "/usr/sbin/docker-init", "/usr/libexec/docker/docker-init"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/bin/tini-static",
+        "/usr/sbin/docker-init",
+        "/usr/libexec/docker/docker-init",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 #[cfg(test)]
@@ -223,16 +250,31 @@ mod tests {
     fn loopback_resolvers_are_dropped_off_host_network() {
         let host = "nameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch lan\n";
         let hc = wharf_api::models::HostConfig::default();
-        assert_eq!(resolv_conf(host, &hc, false), "nameserver 10.0.0.1\nsearch lan\n");
+        assert_eq!(
+            resolv_conf(host, &hc, false),
+            "nameserver 10.0.0.1\nsearch lan\n"
+        );
         assert_eq!(resolv_conf(host, &hc, true), host);
-        let hc = wharf_api::models::HostConfig { dns: Some(vec!["1.1.1.1".into()]), ..Default::default() };
-        assert_eq!(resolv_conf(host, &hc, false), "search lan\nnameserver 1.1.1.1\n");
+        let hc = wharf_api::models::HostConfig {
+            dns: Some(vec!["1.1.1.1".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolv_conf(host, &hc, false),
+            "search lan\nnameserver 1.1.1.1\n"
+        );
     }
 
     #[test]
     fn start_failures_map_to_docker_exit_codes() {
-        assert_eq!(start_failure_code("exec: \"nope\": executable file not found in $PATH"), 127);
-        assert_eq!(start_failure_code("exec /etc/passwd: permission denied"), 126);
+        assert_eq!(
+            start_failure_code("exec: \"nope\": executable file not found in $PATH"),
+            127
+        );
+        assert_eq!(
+            start_failure_code("exec /etc/passwd: permission denied"),
+            126
+        );
         assert_eq!(start_failure_code("something else"), 128);
     }
 }

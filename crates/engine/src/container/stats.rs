@@ -8,7 +8,10 @@ use super::ContainerError;
 use crate::Engine;
 
 impl Engine {
-    pub async fn stats(self: &Arc<Self>, key: &str) -> Result<ContainerStatsResponse, ContainerError> {
+    pub async fn stats(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> Result<ContainerStatsResponse, ContainerError> {
         let c = self.registry().lookup(key)?;
         let r = c.snapshot();
         Ok(ContainerStatsResponse {

@@ -53,7 +53,11 @@ impl Engine {
         if paused {
             self.thaw(c)?;
         }
-        let grace = if timeout < 0 { None } else { Some(Duration::from_secs(timeout.unsigned_abs())) };
+        let grace = if timeout < 0 {
+            None
+        } else {
+            Some(Duration::from_secs(timeout.unsigned_abs()))
+        };
         let exited = match grace {
             Some(grace) => tokio::time::timeout(grace, exits.changed()).await.is_ok(),
             None => exits.changed().await.is_ok(),

@@ -8,7 +8,11 @@ use super::ContainerError;
 use crate::Engine;
 
 impl Engine {
-    pub async fn top(self: &Arc<Self>, key: &str, ps_args: Option<&str>) -> Result<ContainerTopResponse, ContainerError> {
+    pub async fn top(
+        self: &Arc<Self>,
+        key: &str,
+        ps_args: Option<&str>,
+    ) -> Result<ContainerTopResponse, ContainerError> {
         let c = self.registry().lookup(key)?;
         let (id, status) = {
             let r = c.record();
@@ -16,8 +20,12 @@ impl Engine {
         };
         status.guard_signal(&id)?;
         let pids = self.container_pids(&id);
-        let args: Vec<String> =
-            ps_args.filter(|a| !a.is_empty()).unwrap_or("-ef").split_whitespace().map(String::from).collect();
+        let args: Vec<String> = ps_args
+            .filter(|a| !a.is_empty())
+            .unwrap_or("-ef")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         let out = tokio::process::Command::new("ps")
             .args(&args)
             .output()
@@ -50,7 +58,12 @@ impl Engine {
 
 fn parse_ps(output: &str, pids: &[u32]) -> Result<ContainerTopResponse, ContainerError> {
     let mut lines = output.lines();
-    let header: Vec<String> = lines.next().unwrap_or_default().split_whitespace().map(String::from).collect();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     let pid_col = header
         .iter()
         .position(|h| h == "PID")
@@ -65,11 +78,18 @@ fn parse_ps(output: &str, pids: &[u32]) -> Result<ContainerTopResponse, Containe
             rest = rest[end..].trim_start();
         }
         fields.push(rest.to_string());
-        if fields.get(pid_col).and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| pids.contains(&p)) {
+        if fields
+            .get(pid_col)
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| pids.contains(&p))
+        {
             processes.push(fields);
         }
     }
-    Ok(ContainerTopResponse { titles: Some(header), processes: Some(processes) })
+    Ok(ContainerTopResponse {
+        titles: Some(header),
+        processes: Some(processes),
+    })
 }
 
 #[cfg(test)]
@@ -80,6 +100,18 @@ mod tests {
     fn keeps_only_container_pids() {
         let out = "UID PID PPID C STIME TTY TIME CMD\nroot 1 0 0 10:00 ? 00:00:01 /sbin/init splash\nroot 42 1 0 10:01 ? 00:00:00 sleep 1000\n";
         let top = parse_ps(out, &[42]).unwrap();
-        assert_eq!(top.processes.unwrap(), vec![vec!["root", "42", "1", "0", "10:01", "?", "00:00:00", "sleep 1000"]]);
+        assert_eq!(
+            top.processes.unwrap(),
+            vec![vec![
+                "root",
+                "42",
+                "1",
+                "0",
+                "10:01",
+                "?",
+                "00:00:00",
+                "sleep 1000"
+            ]]
+        );
     }
 }

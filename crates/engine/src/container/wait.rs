@@ -21,7 +21,9 @@ impl std::str::FromStr for WaitCondition {
             "" | "not-running" => Ok(WaitCondition::NotRunning),
             "next-exit" => Ok(WaitCondition::NextExit),
             "removed" => Ok(WaitCondition::Removed),
-            other => Err(ContainerError::Invalid(format!("invalid condition: \"{other}\""))),
+            other => Err(ContainerError::Invalid(format!(
+                "invalid condition: \"{other}\""
+            ))),
         }
     }
 }
@@ -39,7 +41,10 @@ impl Engine {
         let start = *rx.borrow_and_update();
         let (running, exit_code) = {
             let r = c.record();
-            (r.state.status.is_running() || r.state.status == super::Status::Restarting, r.state.exit_code)
+            (
+                r.state.status.is_running() || r.state.status == super::Status::Restarting,
+                r.state.exit_code,
+            )
         };
         Ok(async move {
             if condition == WaitCondition::NotRunning && !running {
