@@ -51,43 +51,50 @@ async fn start(
     let opts: ExecStartConfig = json_body(&raw)?;
     let detach = opts.detach.unwrap_or(false);
     let tty = opts.tty.unwrap_or(false);
-    let started = e.exec_start(&id, ExecStart { detach, tty }).await?;
-    let Some(stream) = started else {
+    let start = ExecStart { detach, tty };
+    if let (Some(upgrade), false) = (upgrade, detach) {
+        // Check the instance now so a bad id is a plain 404; start the process only once the
+        // client has the 101, so no output races the client's switch to the raw stream.
+        e.exec_inspect(&id)?;
+        tokio::spawn(async move {
+            let Ok(client) = upgrade.await else { return };
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            match e.exec_start(&id, start).await {
+                Ok(Some(stream)) => hijack::pump(client, stream).await,
+                Ok(None) => {}
+                Err(err) => {
+                    let text = format!("{}\r\n", crate::error::chain(&err));
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut client, text.as_bytes()).await;
+                }
+            }
+        });
+        return Ok(hijack::switching(tty));
+    }
+    let Some(stream) = e.exec_start(&id, start).await? else {
         return Ok(StatusCode::OK.into_response());
     };
-    match upgrade {
-        Some(upgrade) => {
-            tokio::spawn(async move {
-                if let Ok(client) = upgrade.await {
-                    hijack::pump(hyper_util::rt::TokioIo::new(client), stream).await;
-                }
-            });
-            Ok(hijack::switching(tty))
-        }
-        None => {
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(async move {
-                let (mut r, _w) = tokio::io::split(stream);
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match tokio::io::AsyncReadExt::read(&mut r, &mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                                break;
-                            }
-                        }
+    // No upgrade asked for: stream the output as the response body.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let (mut r, _w) = tokio::io::split(stream);
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut r, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        break;
                     }
                 }
-            });
-            let mut resp = body::stream(rx).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(hijack::content_type(tty)),
-            );
-            Ok(resp)
+            }
         }
-    }
+    });
+    let mut resp = body::stream(rx).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(hijack::content_type(tty)),
+    );
+    Ok(resp)
 }
 
 async fn inspect(State(e): State<SharedEngine>, Path(id): Path<String>) -> ApiResult<Response> {
