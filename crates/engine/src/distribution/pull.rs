@@ -799,12 +799,17 @@ impl Distribution {
                 }),
             }
         }
+        // The image itself is here (loaded, or pulled from elsewhere with other blobs): its
+        // layers are unpacked already and its record is kept, so nothing is downloaded.
+        let have_image = self.store.has_image(config_digest.as_str())?
+            && chains.iter().all(|c| self.store.snapshots().exists(c));
         for job in &mut jobs {
-            job.present = self.store.content().contains(&job.digest)
-                && job
-                    .positions
-                    .iter()
-                    .all(|&p| self.store.snapshots().exists(&chains[p]));
+            job.present = have_image
+                || self.store.content().contains(&job.digest)
+                    && job
+                        .positions
+                        .iter()
+                        .all(|&p| self.store.snapshots().exists(&chains[p]));
             if !job.present {
                 send(
                     progress,
