@@ -630,3 +630,41 @@ fn legacy_protocol_builds_a_tar_context() {
         .to_string();
     assert!(msg.contains("cannot find the Dockerfile Nope"), "{msg}");
 }
+
+#[test]
+fn commit_turns_an_upper_directory_into_a_layer() {
+    let env = Env::new();
+    let rw = env.base.path().join("rw");
+    std::fs::create_dir_all(rw.join("new/dir")).unwrap();
+    std::fs::write(rw.join("new/dir/file"), "added").unwrap();
+    // An overlay whiteout: a 0:0 character device.
+    nix::sys::stat::mknod(
+        &rw.join("gone-later"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let base = env.store.resolve("base").unwrap();
+    let img = wharf_engine::build::commit::commit_container(
+        &env.store,
+        &base.id,
+        &rw,
+        &wharf_engine::build::commit::CommitOptions {
+            reference: Some("committed:v1".into()),
+            author: Some("me".into()),
+            comment: Some("a commit".into()),
+            changes: vec!["CMD [\"cat\", \"/new/dir/file\"]".into(), "ENV C=1".into()],
+            config: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(env.read(&img.id, "new/dir/file"), "added");
+    assert!(env.lookup(&img.id, "gone-later").is_none());
+    assert!(env.lookup(&base.id, "gone-later").is_some());
+    let c = env.config(&img.id);
+    assert_eq!(c.cmd.unwrap(), vec!["cat", "/new/dir/file"]);
+    assert!(c.env.unwrap().contains(&"C=1".to_string()));
+    assert_eq!(env.store.resolve("committed:v1").unwrap().id, img.id);
+    assert_eq!(img.diff_ids().len(), base.diff_ids().len() + 1);
+}

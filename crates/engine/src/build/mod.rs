@@ -12,6 +12,7 @@
 //! `image prune` keeps what tagged images need.
 
 pub mod api;
+pub mod commit;
 pub mod ignore;
 pub mod layer;
 pub mod parse;
