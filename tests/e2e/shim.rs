@@ -394,13 +394,19 @@ fn pids_limit_stops_a_fork_bomb() {
 
 #[test]
 fn default_confinement_is_dockers() {
-    let script = "grep -E '^(Seccomp|CapEff):' /proc/self/status; echo h > /proc/sysrq-trigger && echo sysrq-writable; cat /proc/kcore | head -c1 | wc -c; exit 0";
+    let script = "grep -E '^(Seccomp|CapEff):' /proc/self/status; echo h > /proc/sysrq-trigger && echo sysrq-writable; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags; ls /dev; exit 0";
     let mut b = Bundle::new(&["sh", "-c", script], HostConfig::default(), false);
     let (exit, out, _) = b.run_to_end();
     assert_eq!(exit["exit_code"], 0);
     assert!(out.contains("Seccomp:\t2"), "{out}");
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(!out.contains("sysrq-writable"), "{out}");
+    // --network none still has a working loopback, as Docker's.
+    assert!(
+        out.contains("\nunknown\n0x9\n") || out.contains("\nup\n"),
+        "{out}"
+    );
+    assert!(out.contains("\nnull\n") && out.contains("\nshm\n"), "{out}");
     b.assert_gone();
 
     // Privileged: no seccomp, every capability the host has, /proc/sys not read-only (checked
@@ -797,5 +803,57 @@ fn engine_client_drives_the_shim() {
         assert_eq!(shim::read_exit(&b.dir), Some(exit));
         assert!(!shim::is_alive(&b.dir).await);
     });
+    b.assert_gone();
+}
+
+/// Resources land in the container's cgroup and read back as `docker stats` needs them;
+/// the freezer pauses and resumes it.
+#[test]
+fn cgroup_limits_stats_and_freezer() {
+    use wharf_runtime::cgroup::{Cgroup, Layout, layout};
+    let host = HostConfig {
+        memory: Some(32 << 20),
+        pids_limit: Some(10),
+        nano_cpus: Some(500_000_000),
+        ..Default::default()
+    };
+    let mut b = Bundle::new(&["sleep", "1000"], host, false);
+    let pid = b.create(&[]).unwrap();
+    b.start();
+    let cg = Cgroup::system(format!("/wharf/{}", b.id));
+    let stats = cg.stats().unwrap();
+    assert_eq!(stats.memory.memory.limit, 32 << 20);
+    assert_eq!(stats.pids.limit, 10);
+    assert!(stats.pids.current >= 1);
+    assert!(stats.cpu.usage.usage_total > 0);
+    assert_eq!(cg.oom_kills().unwrap(), 0);
+    let root = Path::new(wharf_runtime::cgroup::DEFAULT_ROOT);
+    let (quota, frozen) = match layout(root).unwrap() {
+        Layout::Unified => {
+            let dir = root.join("wharf").join(&b.id);
+            (
+                std::fs::read_to_string(dir.join("cpu.max")).unwrap(),
+                dir.join("cgroup.freeze"),
+            )
+        }
+        _ => (
+            std::fs::read_to_string(root.join("cpu/wharf").join(&b.id).join("cpu.cfs_quota_us"))
+                .unwrap(),
+            root.join("freezer/wharf").join(&b.id).join("freezer.state"),
+        ),
+    };
+    assert!(quota.starts_with("50000"), "{quota}");
+    cg.freeze(true).unwrap();
+    let state = std::fs::read_to_string(&frozen).unwrap();
+    assert!(state.trim() == "FROZEN" || state.trim() == "1", "{state}");
+    cg.freeze(false).unwrap();
+    let state = std::fs::read_to_string(&frozen).unwrap();
+    assert!(state.trim() == "THAWED" || state.trim() == "0", "{state}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(b.wait()["exit_code"], 137);
     b.assert_gone();
 }

@@ -274,6 +274,18 @@ impl Client {
         body: Body,
         content_type: Option<&str>,
     ) -> Result<Response<Incoming>> {
+        self.send_with(method, path, body, content_type, &[]).await
+    }
+
+    /// `send` with extra request headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        content_type: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> Result<Response<Incoming>> {
         let stream = self.connect().await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -286,6 +298,9 @@ impl Client {
             .header(HOST, "docker");
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
         }
         let resp = sender.send_request(req.body(body)?).await?;
         check(resp).await

@@ -16,6 +16,7 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::stdio::write_stdout(format!("{}\n", format_args!($($t)*)).as_bytes()) };
 }
 
+mod build;
 mod client;
 mod containers;
 mod createopts;
@@ -133,6 +134,10 @@ fn images_daemon(e: &images::ImagesError) -> bool {
     matches!(e, images::ImagesError::Client(c) if is_daemon(c))
 }
 
+fn build_daemon(e: &build::BuildError) -> bool {
+    matches!(e, build::BuildError::Client(c) if is_daemon(c))
+}
+
 fn containers_daemon(e: &containers::ContainersError) -> bool {
     matches!(e, containers::ContainersError::Client(c) if is_daemon(c))
 }
@@ -155,6 +160,7 @@ async fn dispatch(client: &Client, cmd: Cmd) -> u8 {
             ImageCmd::Import(a) => Cmd::Import(a),
             ImageCmd::History(a) => Cmd::History(a),
             ImageCmd::Pull(a) => Cmd::Pull(a),
+            ImageCmd::Build(a) => Cmd::Build(a),
             ImageCmd::Inspect(a) => {
                 let res = containers::inspect_objects(
                     client,
@@ -251,6 +257,16 @@ async fn dispatch(client: &Client, cmd: Cmd) -> u8 {
         Cmd::Rmi(a) => outcome!(images::rmi(client, a).await, IE, images_daemon),
         Cmd::History(a) => outcome!(images::history(client, a).await, IE, images_daemon),
         Cmd::Pull(a) => outcome!(images::pull_cmd(client, a).await, IE, images_daemon),
+        Cmd::Build(a) => outcome!(
+            build::build(client, a).await,
+            build::BuildError,
+            build_daemon
+        ),
+        Cmd::Commit(a) => outcome!(
+            build::commit(client, a).await,
+            build::BuildError,
+            build_daemon
+        ),
         Cmd::Version(a) => outcome!(system::version(client, a).await, SE, system_daemon),
         Cmd::Info(a) => outcome!(system::info(client, a).await, SE, system_daemon),
         Cmd::Image { .. } | Cmd::Container { .. } | Cmd::System { .. } => 1,

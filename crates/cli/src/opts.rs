@@ -80,6 +80,10 @@ pub enum Cmd {
     History(HistoryArgs),
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
     /// Show the version information
     Version(FormatArgs),
     /// Display system-wide information
@@ -125,6 +129,8 @@ pub enum ImageCmd {
     Prune(ImagePruneArgs),
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -653,6 +659,75 @@ pub struct ImportArgs {
     pub platform: Option<String>,
     #[arg(value_name = "file|URL|-")]
     pub source: String,
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag in the "name:tag" format
+    #[arg(short = 't', long = "tag", value_name = "list")]
+    pub tags: Vec<String>,
+    /// Name of the Dockerfile (default: "PATH/Dockerfile"; "-" reads it from STDIN)
+    #[arg(short = 'f', long = "file", value_name = "string")]
+    pub file: Option<String>,
+    /// Set build-time variables
+    #[arg(long = "build-arg", value_name = "list")]
+    pub build_args: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long, value_name = "string")]
+    pub target: Option<String>,
+    /// Do not use cache when building the image
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Always attempt to pull a newer version of the image
+    #[arg(long)]
+    pub pull: bool,
+    /// Set metadata for an image
+    #[arg(long = "label", value_name = "list")]
+    pub labels: Vec<String>,
+    /// Suppress the build output and print image ID on success
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Set the networking mode for the RUN instructions during build
+    #[arg(long, value_name = "string")]
+    pub network: Option<String>,
+    /// Write the image ID to the file
+    #[arg(long, value_name = "string")]
+    pub iidfile: Option<String>,
+    /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]")
+    #[arg(long = "secret", value_name = "stringArray")]
+    pub secrets: Vec<String>,
+    /// Set target platform for build (only this machine's)
+    #[arg(long, value_name = "string")]
+    pub platform: Option<String>,
+    /// Set the progress output type (plain; accepted for compatibility)
+    #[arg(long, value_name = "string")]
+    pub progress: Option<String>,
+    /// Remove intermediate containers after a successful build (always)
+    #[arg(long, hide = true)]
+    pub rm: Option<Option<bool>>,
+    /// Build context: a directory, or "-" for a tar (or a lone Dockerfile) on STDIN
+    #[arg(value_name = "PATH | -")]
+    pub context: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short = 'a', long, value_name = "string")]
+    pub author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long = "change", value_name = "list")]
+    pub change: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long, value_name = "string")]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short = 'p', long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pause: bool,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
     #[arg(value_name = "REPOSITORY[:TAG]")]
     pub reference: Option<String>,
 }

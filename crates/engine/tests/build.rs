@@ -572,3 +572,99 @@ fn parser_handles_heredocs_escapes_and_directives() {
     );
     assert_eq!(steps[2].line, 9);
 }
+
+#[test]
+fn legacy_protocol_builds_a_tar_context() {
+    let env = Env::new();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (
+            "Dockerfile",
+            &b"FROM base\nCOPY hello /hello\nCMD [\"cat\", \"/hello\"]\n"[..],
+        ),
+        ("hello", &b"hi from a tar\n"[..]),
+        (".dockerignore", &b"ignored\n"[..]),
+        ("ignored", &b"x"[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    let body = b.into_inner().unwrap();
+    let pairs: Vec<(String, String)> = vec![("t".into(), "legacy:v1".into())];
+    let req = wharf_engine::build::api::request_from_query(&pairs, None).unwrap();
+    let lines = Mutex::new(Vec::new());
+    let built =
+        wharf_engine::build::api::run_request(&env.builder, &req, &mut body.as_slice(), &|v| {
+            lines.lock().unwrap().push(v)
+        })
+        .unwrap();
+    let lines = lines.into_inner().unwrap();
+    let text: String = lines
+        .iter()
+        .filter_map(|v| v.get("stream").and_then(|s| s.as_str()))
+        .collect();
+    assert!(text.contains("Step 1/3 : FROM base\n"), "{text}");
+    assert!(text.contains("Step 2/3 : COPY hello /hello\n"), "{text}");
+    assert!(text.contains("Successfully tagged legacy:v1\n"), "{text}");
+    assert!(lines.iter().any(|v| v["aux"]["ID"] == built.id.as_str()));
+    assert_eq!(env.read(&built.id, "hello"), "hi from a tar\n");
+    assert_eq!(env.store.resolve("legacy:v1").unwrap().id, built.id);
+    // The extracted context is gone.
+    assert!(dir_names(&env.root().join("build/tmp")).is_empty());
+    // A failing build reports through errorDetail.
+    let lines = Mutex::new(Vec::new());
+    let bad =
+        wharf_engine::build::api::request_from_query(&[("dockerfile".into(), "Nope".into())], None)
+            .unwrap();
+    let r = wharf_engine::build::api::run_request(&env.builder, &bad, &mut body.as_slice(), &|v| {
+        lines.lock().unwrap().push(v)
+    });
+    assert!(r.is_err());
+    let lines = lines.into_inner().unwrap();
+    let msg = lines.last().unwrap()["errorDetail"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("cannot find the Dockerfile Nope"), "{msg}");
+}
+
+#[test]
+fn commit_turns_an_upper_directory_into_a_layer() {
+    let env = Env::new();
+    let rw = env.base.path().join("rw");
+    std::fs::create_dir_all(rw.join("new/dir")).unwrap();
+    std::fs::write(rw.join("new/dir/file"), "added").unwrap();
+    // An overlay whiteout: a 0:0 character device.
+    nix::sys::stat::mknod(
+        &rw.join("gone-later"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let base = env.store.resolve("base").unwrap();
+    let img = wharf_engine::build::commit::commit_container(
+        &env.store,
+        &base.id,
+        &rw,
+        &wharf_engine::build::commit::CommitOptions {
+            reference: Some("committed:v1".into()),
+            author: Some("me".into()),
+            comment: Some("a commit".into()),
+            changes: vec!["CMD [\"cat\", \"/new/dir/file\"]".into(), "ENV C=1".into()],
+            config: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(env.read(&img.id, "new/dir/file"), "added");
+    assert!(env.lookup(&img.id, "gone-later").is_none());
+    assert!(env.lookup(&base.id, "gone-later").is_some());
+    let c = env.config(&img.id);
+    assert_eq!(c.cmd.unwrap(), vec!["cat", "/new/dir/file"]);
+    assert!(c.env.unwrap().contains(&"C=1".to_string()));
+    assert_eq!(env.store.resolve("committed:v1").unwrap().id, img.id);
+    assert_eq!(img.diff_ids().len(), base.diff_ids().len() + 1);
+}

@@ -90,6 +90,15 @@ async fn push_then_pull_on_a_clean_root() {
     assert_eq!(layer_ids(&log, "Layer already exists").len(), 2);
     assert!(layer_ids(&log, "Pushed").is_empty());
 
+    // Pulling it back where it came from downloads nothing: the image is here.
+    let p = Collected::new();
+    let back = dist_a.pull(&name, None, None, &p.tx).await.unwrap();
+    let log = p.finish().await;
+    assert_eq!(back.image.id, id);
+    assert!(!back.updated);
+    assert_eq!(layer_ids(&log, "Already exists").len(), 2);
+    assert!(!statuses(&log).iter().any(|s| s == "Downloading"));
+
     // Root B: a clean pull gives the same image id and digest, unpacked.
     let b = Root::new();
     let dist_b = b.dist();

@@ -157,6 +157,44 @@ impl Container {
         self.inner.pid().map(|p| p.as_raw())
     }
 
+    /// Brings up `lo` in the container's network namespace when it has its own. Call from a
+    /// single-threaded process: the calling thread enters that namespace and comes back.
+    pub fn loopback_up(&self) -> Result<(), RuntimeError> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| RuntimeError::Runtime("the container has no pid".into()))?;
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| RuntimeError::Io {
+                context: context.clone(),
+                source,
+            }
+        };
+        let theirs = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let ours = PathBuf::from("/proc/self/ns/net");
+        if std::fs::read_link(&theirs).map_err(io("reading the container's netns"))?
+            == std::fs::read_link(&ours).map_err(io("reading our netns"))?
+        {
+            return Ok(());
+        }
+        let home = std::fs::File::open(&ours).map_err(io("opening our netns"))?;
+        let target = std::fs::File::open(&theirs).map_err(io("opening the container's netns"))?;
+        nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            RuntimeError::Io {
+                context: "entering the container's netns".into(),
+                source: e.into(),
+            }
+        })?;
+        let result = crate::sys::loopback_up().map_err(io("bringing up lo"));
+        nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            RuntimeError::Io {
+                context: "leaving the container's netns".into(),
+                source: e.into(),
+            }
+        })?;
+        result
+    }
+
     /// Lets the init process exec the workload.
     pub fn start(&mut self) -> Result<(), RuntimeError> {
         self.inner.start().map_err(|e| RuntimeError::from_youki(&e))

@@ -15,4 +15,5 @@ pub mod socket;
 pub use container::{Container, ExecOptions, InitOptions, RuntimeError, Stdio, exec};
 pub use sys::{
     Fork, fork, recv_with_fd, send_with_fd, set_sigpipe_default, set_winsize, thread_count,
+    trim_heap,
 };

@@ -79,6 +79,58 @@ pub fn set_sigpipe_default(default: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the loopback interface of the calling thread's network namespace up (a new network
+/// namespace starts with it down; Docker's containers have 127.0.0.1).
+pub fn loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills `ifr_ifru.ifru_flags` of the ifreq the pointer refers to,
+    // which lives for the whole call.
+    if unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS,
+            &mut req as *mut libc::ifreq,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just set the flags member of the union.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS reads the ifreq the pointer refers to, which lives for the call.
+    if unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &req as *const libc::ifreq,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Returns the heap's free memory to the kernel (the shim's RSS after libcontainer is done).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks and shrinks glibc's own arenas; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Sends `data` on a unix socket, with `fd` attached (SCM_RIGHTS) when given.
 pub fn send_with_fd(
     sock: BorrowedFd<'_>,

@@ -77,6 +77,7 @@ pub(crate) fn run(mut args: RunArgs) -> ExitCode {
     }
     let code = match start(&args) {
         Ok(shim) => {
+            wharf_runtime::trim_heap();
             report(&mut out, &format!("ok {}\n", shim.pid()));
             drop(out);
             shim.serve()
@@ -222,6 +223,7 @@ fn create(args: &RunArgs, files: &Files, listener: UnixListener) -> Result<Shim,
     let finish_setup =
         |container: &mut Container| -> Result<(Output, Option<OwnedFd>, i32), String> {
             let pid = container.pid().ok_or("the runtime reported no pid")?;
+            container.loopback_up().map_err(|e| e.to_string())?;
             let output = match (output, console) {
                 (Some((out_r, err_r)), _) => {
                     nonblocking(&out_r)

@@ -11,6 +11,8 @@
 //! built image, `build-<random>` while a build runs), so it survives daemon restarts and
 //! `image prune` keeps what tagged images need.
 
+pub mod api;
+pub mod commit;
 pub mod ignore;
 pub mod layer;
 pub mod parse;

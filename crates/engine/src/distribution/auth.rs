@@ -147,6 +147,8 @@ pub fn config_key(registry: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct CredentialStore {
     dir: PathBuf,
+    /// Where `docker-credential-<name>` helpers are looked for first (then `$PATH`).
+    helpers: Option<PathBuf>,
 }
 
 fn cred_err(msg: impl Into<String>) -> DistributionError {
@@ -160,13 +162,36 @@ impl CredentialStore {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")))
             .unwrap_or_else(|| PathBuf::from("/root/.docker"));
-        CredentialStore { dir }
+        CredentialStore { dir, helpers: None }
     }
 
     pub fn at(dir: &Path) -> CredentialStore {
         CredentialStore {
             dir: dir.to_path_buf(),
+            helpers: None,
         }
+    }
+
+    /// Looks for credential helper programs in `dir` before `$PATH`.
+    pub fn with_helper_dir(mut self, dir: &Path) -> CredentialStore {
+        self.helpers = Some(dir.to_path_buf());
+        self
+    }
+
+    fn run_helper(
+        &self,
+        helper: &str,
+        verb: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, DistributionError> {
+        let name = format!("docker-credential-{helper}");
+        let program = self
+            .helpers
+            .as_ref()
+            .map(|d| d.join(&name))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(&name));
+        run_helper(&program, verb, input)
     }
 
     pub fn path(&self) -> PathBuf {
@@ -235,8 +260,9 @@ impl CredentialStore {
             .map(str::to_string)
     }
 
-    /// The stored credentials for `registry`, if any (asking a credential helper when the
-    /// configuration names one).
+    /// The stored credentials for `registry`, if any. As the docker CLI reads them: from
+    /// the helper `credHelpers` names for the registry, else from `credsStore`, else from
+    /// `auths`.
     pub fn get(&self, registry: &str) -> Result<Option<AuthConfig>, DistributionError> {
         let key = config_key(registry);
         let path = self.path();
@@ -245,6 +271,39 @@ impl CredentialStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(cred_err(format!("reading {}: {e}", path.display()))),
         };
+        let config = self.read()?;
+        if let Some(helper) = Self::helper(&config, &key) {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct Answer {
+                username: String,
+                secret: String,
+            }
+            let out = match self.run_helper(&helper, "get", key.as_bytes()) {
+                Ok(out) => out,
+                // Helpers answer "credentials not found in native keychain" and fail.
+                Err(DistributionError::Credentials(m)) if m.contains("not found") => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let a: Answer = serde_json::from_slice(&out)
+                .map_err(|e| cred_err(format!("docker-credential-{helper} answered badly: {e}")))?;
+            return Ok(Some(if a.username == "<token>" {
+                AuthConfig {
+                    identity_token: a.secret,
+                    server_address: key,
+                    ..Default::default()
+                }
+            } else {
+                AuthConfig {
+                    username: a.username,
+                    password: a.secret,
+                    server_address: key,
+                    ..Default::default()
+                }
+            }));
+        }
         use docker_credential::{CredentialRetrievalError as E, DockerCredential};
         match docker_credential::get_credential_from_reader(data.as_slice(), &key) {
             Ok(DockerCredential::UsernamePassword(username, password)) => Ok(Some(AuthConfig {
@@ -259,8 +318,6 @@ impl CredentialStore {
                 ..Default::default()
             })),
             Err(E::NoCredentialConfigured) => Ok(None),
-            // A helper that knows nothing of this registry answers with an error too.
-            Err(E::HelperFailure { stdout, .. }) if stdout.contains("not found") => Ok(None),
             Err(e) => Err(cred_err(format!(
                 "{} for {key}: {}",
                 path.display(),
@@ -282,7 +339,7 @@ impl CredentialStore {
                 ("<token>".to_string(), auth.identity_token.clone())
             };
             let body = serde_json::json!({"ServerURL": key, "Username": user, "Secret": secret});
-            run_helper(&helper, "store", body.to_string().as_bytes())?;
+            self.run_helper(&helper, "store", body.to_string().as_bytes())?;
             // The helper holds the secret now; an old plain entry must not shadow it.
             if let Some(auths) = config.get_mut("auths").and_then(|a| a.as_object_mut())
                 && auths.remove(&key).is_some()
@@ -336,14 +393,14 @@ impl CredentialStore {
             self.write(&config)?;
         }
         if let Some(helper) = Self::helper(&config, &key) {
-            found |= run_helper(&helper, "erase", key.as_bytes()).is_ok();
+            found |= self.run_helper(&helper, "erase", key.as_bytes()).is_ok();
         }
         Ok(found)
     }
 }
 
-fn run_helper(helper: &str, verb: &str, input: &[u8]) -> Result<Vec<u8>, DistributionError> {
-    let program = format!("docker-credential-{helper}");
+fn run_helper(program: &Path, verb: &str, input: &[u8]) -> Result<Vec<u8>, DistributionError> {
+    let program = program.display().to_string();
     let mut child = Command::new(&program)
         .arg(verb)
         .stdin(Stdio::piped())
@@ -492,6 +549,67 @@ mod tests {
         assert!(!store.erase("127.0.0.1:5000").unwrap());
         assert!(store.get("127.0.0.1:5000").unwrap().is_none());
         assert!(store.get("other:1").unwrap().is_some());
+    }
+
+    #[test]
+    fn credential_helpers_are_asked_first() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // A helper keeping one JSON file per server, as the real ones keep a keychain.
+        let script = format!(
+            r#"#!/bin/sh
+read -r input
+store={}/secrets
+mkdir -p "$store"
+case "$1" in
+  store) server=$(printf '%s' "$input" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/')
+         printf '%s' "$input" > "$store/$(printf '%s' "$server" | tr '/:' '__')";;
+  get) f="$store/$(printf '%s' "$input" | tr '/:' '__')"
+       [ -f "$f" ] || {{ echo "credentials not found in native keychain"; exit 1; }}
+       cat "$f";;
+  erase) rm "$store/$(printf '%s' "$input" | tr '/:' '__')";;
+esac
+"#,
+            dir.path().display()
+        );
+        let helper = bin.join("docker-credential-wharftest");
+        std::fs::write(&helper, script).unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let conf = dir.path().join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(
+            conf.join("config.json"),
+            r#"{"credHelpers":{"reg.test:5000":"wharftest"},"auths":{"reg.test:5000":{}}}"#,
+        )
+        .unwrap();
+        let store = CredentialStore::at(&conf).with_helper_dir(&bin);
+        assert!(store.get("reg.test:5000").unwrap().is_none());
+        store
+            .store(&AuthConfig::basic("reg.test:5000", "bob", "pw"))
+            .unwrap();
+        let got = store.get("reg.test:5000").unwrap().unwrap();
+        assert_eq!(got.user_password().unwrap(), ("bob".into(), "pw".into()));
+        // The secret is with the helper, not in the file; the stale entry is gone.
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        assert!(
+            !text.contains("pw") && !text.contains("auths\":{\"reg"),
+            "{text}"
+        );
+        // Other registries are not the helper's.
+        assert!(store.get("other:1").unwrap().is_none());
+        assert!(store.erase("reg.test:5000").unwrap());
+        assert!(store.get("reg.test:5000").unwrap().is_none());
+
+        // credsStore takes every registry.
+        std::fs::write(conf.join("config.json"), r#"{"credsStore":"wharftest"}"#).unwrap();
+        store
+            .store(&AuthConfig::basic("other:1", "carol", "pw2"))
+            .unwrap();
+        let got = store.get("other:1").unwrap().unwrap();
+        assert_eq!(got.user_password().unwrap(), ("carol".into(), "pw2".into()));
     }
 
     #[test]

@@ -10,10 +10,10 @@
 
 pub mod auth;
 mod metadata;
-mod mount;
 pub mod progress;
 mod pull;
 mod push;
+mod requests;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -54,6 +54,9 @@ pub enum DistributionError {
     /// The registry sent something wrong: too large, not JSON, not matching its digest.
     #[error("{0}")]
     BadContent(String),
+    /// The registry answered with an unexpected status.
+    #[error("{0}")]
+    Status(String),
     #[error("{context}")]
     Registry {
         context: String,
@@ -148,8 +151,9 @@ pub(crate) struct Remote {
     pub authenticated: bool,
     /// `http` or `https`.
     pub scheme: &'static str,
-    /// For the requests oci-client does not make (cross-repository mounts).
+    /// For the requests oci-client does not make (manifests, cross-repository mounts).
     pub http: reqwest::Client,
+    pub tokens: requests::Tokens,
 }
 
 impl Remote {
@@ -166,14 +170,7 @@ impl Remote {
 
     /// Turns a client error into ours, with a clear word for refused access.
     pub fn error(&self, context: String, e: OciDistributionError) -> DistributionError {
-        let denied = |detail: &str| {
-            let hint = if self.authenticated {
-                String::new()
-            } else {
-                format!(" (no credentials for {}: log in first)", self.registry)
-            };
-            DistributionError::Unauthorized(format!("{context}: {detail}{hint}"))
-        };
+        let denied = |detail: &str| self.denied(&context, detail);
         match &e {
             OciDistributionError::UnauthorizedError { .. } => {
                 denied("unauthorized: authentication required")
@@ -341,7 +338,7 @@ impl Distribution {
         (RegistryAuth::Anonymous, false)
     }
 
-    pub(crate) fn remote(
+    pub(crate) async fn remote(
         &self,
         reference: &Reference,
         auth: Option<&AuthConfig>,
@@ -375,6 +372,10 @@ impl Distribution {
             })?;
         let (auth, authenticated) = self.registry_auth(&registry, auth);
         let http = http_client()?;
+        // oci-client authenticates every later request with what is stored here.
+        client
+            .store_auth_if_needed(oci.resolve_registry(), &auth)
+            .await;
         Ok(Remote {
             client,
             reference: reference.clone(),
@@ -384,6 +385,7 @@ impl Distribution {
             authenticated,
             scheme,
             http,
+            tokens: Default::default(),
         })
     }
 
@@ -470,7 +472,7 @@ impl Distribution {
     ) -> Result<wharf_api::models::DistributionInspect, DistributionError> {
         use wharf_api::models::{DistributionInspect, OciDescriptor, OciPlatform};
         let r = Reference::parse(reference)?.with_default_tag();
-        let remote = self.remote(&r, auth)?;
+        let remote = self.remote(&r, auth).await?;
         let fetched = pull::fetch_manifest(&remote, &r).await?;
         let mut platforms = Vec::new();
         match &fetched.kind {

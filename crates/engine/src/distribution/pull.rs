@@ -18,7 +18,7 @@ use oci_client::client::BlobResponse;
 use tokio::sync::mpsc::{self, Sender};
 
 use super::progress::{Progress, offer, send};
-use super::{AuthConfig, Distribution, DistributionError, MAX_CONFIG, MAX_MANIFEST, Remote};
+use super::{AuthConfig, Distribution, DistributionError, MAX_CONFIG, Remote};
 use crate::content::{ContentError, Digest, Ingest};
 use crate::image::config::{ConfigDoc, host_arch};
 use crate::image::lease::Lease;
@@ -79,17 +79,11 @@ async fn fetch_manifest_at(
     shown: &str,
     expected: Option<&Digest>,
 ) -> Result<Fetched, DistributionError> {
-    let (bytes, _) = remote
-        .client
-        .pull_manifest_raw(oci, &remote.auth, &ACCEPT)
-        .await
-        .map_err(|e| remote.error(format!("manifest for {shown}"), e))?;
-    if bytes.len() > MAX_MANIFEST {
-        return Err(bad(format!(
-            "manifest for {shown} is {} bytes, over the {MAX_MANIFEST}-byte limit",
-            bytes.len()
-        )));
-    }
+    let reference = oci
+        .digest()
+        .or(oci.tag())
+        .unwrap_or(crate::image::reference::DEFAULT_TAG);
+    let bytes = remote.manifest(reference, &ACCEPT, shown).await?;
     let digest = Digest::of(&bytes);
     if let Some(e) = expected
         && *e != digest
@@ -633,7 +627,7 @@ impl Distribution {
                 "tag can't be used with --all-tags/-a".into(),
             ));
         }
-        let remote = self.remote(&r, auth)?;
+        let remote = self.remote(&r, auth).await?;
         let mut tags = remote
             .client
             .list_tags(&remote.oci_ref(None, None), &remote.auth, None, None)
@@ -664,7 +658,7 @@ impl Distribution {
     ) -> Result<PullResult, DistributionError> {
         let r = Reference::parse(reference)?.with_default_tag();
         let want = Want::parse(platform)?;
-        let remote = Arc::new(self.remote(&r, auth)?);
+        let remote = Arc::new(self.remote(&r, auth).await?);
         let shown = r.familiar();
         let path = r.path.clone();
         let label = match (&r.tag, &r.digest) {
@@ -805,12 +799,17 @@ impl Distribution {
                 }),
             }
         }
+        // The image itself is here (loaded, or pulled from elsewhere with other blobs): its
+        // layers are unpacked already and its record is kept, so nothing is downloaded.
+        let have_image = self.store.has_image(config_digest.as_str())?
+            && chains.iter().all(|c| self.store.snapshots().exists(c));
         for job in &mut jobs {
-            job.present = self.store.content().contains(&job.digest)
-                && job
-                    .positions
-                    .iter()
-                    .all(|&p| self.store.snapshots().exists(&chains[p]));
+            job.present = have_image
+                || self.store.content().contains(&job.digest)
+                    && job
+                        .positions
+                        .iter()
+                        .all(|&p| self.store.snapshots().exists(&chains[p]));
             if !job.present {
                 send(
                     progress,

@@ -268,11 +268,7 @@ impl Distribution {
                 all
             }
         };
-        let remote = Arc::new(self.remote(&r, auth)?);
-        remote
-            .client
-            .store_auth_if_needed(remote.oci.resolve_registry(), &remote.auth)
-            .await;
+        let remote = Arc::new(self.remote(&r, auth).await?);
         send(
             progress,
             Progress::status(format!("The push refers to repository [{}]", r.name())),

@@ -239,6 +239,18 @@ impl ImageStore {
         Ok(())
     }
 
+    /// The image `name` means, or the (possibly hidden) record with that id: a container's
+    /// image may have been removed with force after the container was made.
+    pub fn resolve_any(&self, name: &str) -> Result<Image, ImageError> {
+        if let Ok(i) = self.resolve(name) {
+            return Ok(i);
+        }
+        match self.meta.get::<ImageRecord>(Table::Images, name)? {
+            Some(r) => Ok(self.image(r, &self.tags()?)),
+            None => Err(ImageError::NotFound(name.to_string())),
+        }
+    }
+
     /// The record of image `id` as the builder reuses it: its config and layers.
     pub(crate) fn config_and_layers(&self, image: &Image) -> (ConfigDoc, Vec<LayerRecord>) {
         (image.record.doc.clone(), image.record.layers.clone())

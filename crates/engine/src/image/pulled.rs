@@ -41,6 +41,11 @@ impl ImageStore {
         }
     }
 
+    /// Whether image `id` is in the store (and not removed).
+    pub(crate) fn has_image(&self, id: &str) -> Result<bool, ImageError> {
+        Ok(self.visible(id)?.is_some())
+    }
+
     /// Every tag of repository `name` (`docker.io/library/busybox`), with its image.
     pub(crate) fn repository_tags(
         &self,
