@@ -45,12 +45,16 @@ pub enum EngineError {
     Meta(#[from] meta::MetaError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Distribution(#[from] distribution::DistributionError),
 }
 
 /// The one entry point to images and containers.
 pub struct Engine {
     pub cfg: EngineConfig,
     pub images: Arc<ImageStore>,
+    /// The registry client: pull, push, login.
+    pub distribution: distribution::Distribution,
     meta: Arc<Meta>,
     containers: Mutex<Registry>,
     execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
@@ -67,9 +71,11 @@ impl Engine {
         }
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
+        let distribution = distribution::Distribution::new(images.clone(), &cfg.root)?;
         let engine = Arc::new(Engine {
             cfg,
             images,
+            distribution,
             meta,
             containers: Mutex::new(Registry::default()),
             execs: Mutex::new(HashMap::new()),

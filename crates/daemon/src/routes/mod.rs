@@ -1,6 +1,7 @@
 //! The routes: one module per API area. Handlers parse, call the engine, render.
 
 mod containers;
+mod distribution;
 mod exec;
 mod images;
 mod system;
@@ -19,6 +20,7 @@ pub fn router(engine: SharedEngine) -> Router {
         .merge(containers::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(distribution::routes())
         .fallback(|req: Request<Body>| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
