@@ -45,6 +45,8 @@ pub enum EngineError {
     Meta(#[from] meta::MetaError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
 }
 
 /// The one entry point to images and containers.
@@ -54,6 +56,7 @@ pub struct Engine {
     meta: Arc<Meta>,
     containers: Mutex<Registry>,
     execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
+    builder: Arc<build::Builder>,
 }
 
 impl Engine {
@@ -67,14 +70,18 @@ impl Engine {
         }
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
-        let engine = Arc::new(Engine {
+        let builder = build::Builder::new(images.clone(), &cfg.root)?;
+        let handle = tokio::runtime::Handle::current();
+        let engine = Arc::new_cyclic(|weak| Engine {
             cfg,
             images,
             meta,
             containers: Mutex::new(Registry::default()),
             execs: Mutex::new(HashMap::new()),
+            builder: Arc::new(builder.with_runner(build::run::runner(weak.clone(), handle))),
         });
         engine.recover().await?;
+        engine.remove_build_leftovers().await;
         Ok(engine)
     }
 

@@ -1,5 +1,6 @@
 //! The routes: one module per API area. Handlers parse, call the engine, render.
 
+mod build;
 mod containers;
 mod exec;
 mod images;
@@ -19,6 +20,7 @@ pub fn router(engine: SharedEngine) -> Router {
         .merge(containers::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(build::routes())
         .fallback(|req: Request<Body>| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
