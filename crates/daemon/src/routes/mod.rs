@@ -107,6 +107,14 @@ impl Params {
         }
     }
 
+    /// A tty size from `h` and `w`.
+    pub fn size(&self) -> Result<(u16, u16), ApiError> {
+        let dim = |k| -> Result<u16, ApiError> {
+            Ok(self.int(k)?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16)
+        };
+        Ok((dim("h")?, dim("w")?))
+    }
+
     pub fn filters(&self) -> Result<wharf_api::Filters, ApiError> {
         wharf_api::parse_filters(self.get("filters").unwrap_or("")).map_err(ApiError::bad_request)
     }
