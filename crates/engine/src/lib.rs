@@ -47,6 +47,8 @@ pub enum EngineError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Distribution(#[from] distribution::DistributionError),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
 }
 
 /// The one entry point to images and containers.
@@ -58,6 +60,7 @@ pub struct Engine {
     meta: Arc<Meta>,
     containers: Mutex<Registry>,
     execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
+    builder: Arc<build::Builder>,
 }
 
 impl Engine {
@@ -72,15 +75,19 @@ impl Engine {
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
         let distribution = distribution::Distribution::new(images.clone(), &cfg.root)?;
-        let engine = Arc::new(Engine {
+        let builder = build::Builder::new(images.clone(), &cfg.root)?;
+        let handle = tokio::runtime::Handle::current();
+        let engine = Arc::new_cyclic(|weak| Engine {
             cfg,
             images,
             distribution,
             meta,
             containers: Mutex::new(Registry::default()),
             execs: Mutex::new(HashMap::new()),
+            builder: Arc::new(builder.with_runner(build::run::runner(weak.clone(), handle))),
         });
         engine.recover().await?;
+        engine.remove_build_leftovers().await;
         Ok(engine)
     }
 
