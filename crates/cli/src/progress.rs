@@ -2,7 +2,6 @@
 //! per-layer bars with size, speed and ETA on a terminal, docker's plain lines otherwise,
 //! nothing at all when quiet.
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use http_body_util::BodyExt;
@@ -67,25 +66,25 @@ pub fn error_of(v: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Statuses after which a layer's line stays as it is.
-const FINAL: [&str; 6] = [
-    "Pull complete",
-    "Already exists",
-    "Pushed",
-    "Layer already exists",
-    "Download complete",
-    "Mounted from",
-];
+/// One layer's bar and what it shows: the status, and the total of the phase (a new status
+/// or total starts a new phase, whose speed and ETA start afresh).
+struct Layer {
+    bar: ProgressBar,
+    status: String,
+    total: Option<u64>,
+}
+
+/// Layers being drawn, in the order they first appeared.
+struct Bars {
+    multi: MultiProgress,
+    layers: Vec<(String, Layer)>,
+    stderr: bool,
+}
 
 enum Mode {
     Quiet,
-    Plain {
-        stderr: bool,
-    },
-    Bars {
-        multi: MultiProgress,
-        bars: HashMap<String, (ProgressBar, String)>,
-    },
+    Plain { stderr: bool },
+    Bars(Bars),
 }
 
 /// Draws one transfer's messages.
@@ -97,6 +96,87 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
+}
+
+/// Statuses whose byte counts are a transfer (speed and ETA mean something).
+const TRANSFERS: [&str; 2] = ["Downloading", "Pushing"];
+
+fn write_to(stderr: bool, text: &str) -> Result<()> {
+    if stderr {
+        std::io::stderr()
+            .write_all(text.as_bytes())
+            .map_err(|e| ProgressError::Write("stderr", e))
+    } else {
+        stdio::write_stdout(text.as_bytes());
+        Ok(())
+    }
+}
+
+impl Bars {
+    fn layer(&mut self, id: &str) -> &mut Layer {
+        let at = match self.layers.iter().position(|(i, _)| i == id) {
+            Some(at) => at,
+            None => {
+                let bar = ProgressBar::new(0).with_style(style("{prefix}: {msg}"));
+                bar.set_prefix(id.to_string());
+                let bar = self.multi.add(bar);
+                self.layers.push((
+                    id.to_string(),
+                    Layer {
+                        bar,
+                        status: String::new(),
+                        total: None,
+                    },
+                ));
+                self.layers.len() - 1
+            }
+        };
+        &mut self.layers[at].1
+    }
+
+    fn update(&mut self, id: &str, status: &str, current: Option<u64>, total: Option<u64>) {
+        let layer = self.layer(id);
+        let Some(current) = current else {
+            layer.bar.set_style(style("{prefix}: {msg}"));
+            layer.bar.set_message(status.to_string());
+            layer.status = status.to_string();
+            layer.total = None;
+            return;
+        };
+        if layer.status != status || layer.total != total {
+            layer.bar.reset();
+            layer.bar.set_length(total.unwrap_or(0));
+            let template = match (total.is_some(), TRANSFERS.contains(&status)) {
+                (true, true) => {
+                    "{prefix}: {msg:<11} [{bar:40}] {decimal_bytes:>9}/{decimal_total_bytes:<9} {decimal_bytes_per_sec:>11}  ETA {eta}"
+                }
+                (true, false) => {
+                    "{prefix}: {msg:<11} [{bar:40}] {decimal_bytes:>9}/{decimal_total_bytes}"
+                }
+                (false, _) => "{prefix}: {msg:<11} {decimal_bytes:>9} {decimal_bytes_per_sec:>11}",
+            };
+            layer.bar.set_style(style(template));
+            layer.bar.set_message(status.to_string());
+            layer.status = status.to_string();
+            layer.total = total;
+        }
+        layer.bar.set_position(current);
+    }
+
+    /// Replaces the bars by one plain line per layer with its last status (as docker leaves
+    /// the screen), so that later lines come below them.
+    fn settle(&mut self) -> Result<()> {
+        if self.layers.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for (id, layer) in self.layers.drain(..) {
+            layer.bar.finish_and_clear();
+            text.push_str(&format!("{id}: {}\n", layer.status));
+        }
+        let _ = self.multi.clear();
+        write_to(self.stderr, &text)
+    }
 }
 
 impl Display {
@@ -115,10 +195,11 @@ impl Display {
             } else {
                 ProgressDrawTarget::stdout()
             };
-            Mode::Bars {
+            Mode::Bars(Bars {
                 multi: MultiProgress::with_draw_target(target),
-                bars: HashMap::new(),
-            }
+                layers: Vec::new(),
+                stderr: to_stderr,
+            })
         } else {
             Mode::Plain { stderr: to_stderr }
         };
@@ -145,71 +226,31 @@ impl Display {
             (None, None) => return Ok(()),
         };
         let detail = v.get("progressDetail");
-        let current = detail
-            .and_then(|d| d.get("current"))
-            .and_then(Value::as_u64);
+        let number = |k: &str| detail.and_then(|d| d.get(k)).and_then(Value::as_u64);
+        let current = number("current");
         match &mut self.mode {
             Mode::Quiet => Ok(()),
-            Mode::Plain { stderr } => {
-                // Byte counts are for bars; every other line is kept.
-                if current.is_some() {
-                    return Ok(());
-                }
-                if *stderr {
-                    std::io::stderr()
-                        .write_all(text.as_bytes())
-                        .map_err(|e| ProgressError::Write("stderr", e))
-                } else {
-                    stdio::write_stdout(text.as_bytes());
+            // Byte counts are for bars; every other line is kept.
+            Mode::Plain { .. } if current.is_some() => Ok(()),
+            Mode::Plain { stderr } => write_to(*stderr, &text),
+            Mode::Bars(bars) => match (id, status, detail) {
+                // A layer's message (docker's have a progressDetail, even empty).
+                (Some(id), Some(status), Some(_)) => {
+                    bars.update(id, status, current, number("total"));
                     Ok(())
                 }
-            }
-            Mode::Bars { multi, bars } => {
-                let (Some(id), Some(status), Some(_)) = (id, status, detail) else {
-                    let _ = multi.println(text.trim_end_matches('\n'));
-                    return Ok(());
-                };
-                let (bar, shown) = bars.entry(id.to_string()).or_insert_with(|| {
-                    let b = multi.add(ProgressBar::new(0));
-                    b.set_prefix(id.to_string());
-                    (b, String::new())
-                });
-                let total = detail.and_then(|d| d.get("total")).and_then(Value::as_u64);
-                if let Some(current) = current {
-                    if shown != status {
-                        // A new phase (Downloading, then Extracting): speed and ETA restart.
-                        bar.reset();
-                        bar.set_style(style(if total.is_some() {
-                            "{prefix}: {msg:<11} [{bar:40}] {decimal_bytes:>9}/{decimal_total_bytes:<9} {decimal_bytes_per_sec:>11}  ETA {eta}"
-                        } else {
-                            "{prefix}: {msg:<11} {decimal_bytes:>9} {decimal_bytes_per_sec:>11}"
-                        }));
-                        bar.set_message(status.to_string());
-                        *shown = status.to_string();
-                    }
-                    if let Some(t) = total {
-                        bar.set_length(t);
-                    }
-                    bar.set_position(current);
-                } else {
-                    bar.set_style(style("{prefix}: {msg}"));
-                    bar.set_message(status.to_string());
-                    *shown = status.to_string();
-                    if FINAL.iter().any(|f| status.starts_with(f)) {
-                        bar.tick();
-                    }
+                _ => {
+                    bars.settle()?;
+                    write_to(bars.stderr, &text)
                 }
-                Ok(())
-            }
+            },
         }
     }
 
-    /// Leaves every bar as last drawn.
+    /// Leaves every layer's last status on the screen.
     pub fn finish(&mut self) {
-        if let Mode::Bars { bars, .. } = &mut self.mode {
-            for (bar, _) in bars.values() {
-                bar.abandon();
-            }
+        if let Mode::Bars(bars) = &mut self.mode {
+            let _ = bars.settle();
         }
     }
 }
