@@ -8,6 +8,7 @@ pub mod error;
 pub mod image;
 mod images;
 pub mod meta;
+pub mod network;
 pub mod snapshot;
 pub mod util;
 
@@ -31,6 +32,8 @@ pub struct EngineConfig {
     pub run: PathBuf,
     /// The cgroup under which every container's cgroup is made.
     pub cgroup_parent: String,
+    /// The default bridge and the address pool.
+    pub network: network::NetworkOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,8 @@ pub enum EngineError {
     Meta(#[from] meta::MetaError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
 }
 
 /// The one entry point to images and containers.
@@ -53,6 +58,7 @@ pub struct Engine {
     pub images: Arc<ImageStore>,
     meta: Arc<Meta>,
     containers: Mutex<Registry>,
+    pub networks: network::Networks,
     execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
 }
 
@@ -67,15 +73,31 @@ impl Engine {
         }
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
+        let networks = network::Networks::open(cfg.network.clone(), meta.clone()).await?;
         let engine = Arc::new(Engine {
             cfg,
             images,
             meta,
             containers: Mutex::new(Registry::default()),
+            networks,
             execs: Mutex::new(HashMap::new()),
         });
         engine.recover().await?;
+        engine.networks.sync(&engine.live_veths()).await?;
         Ok(engine)
+    }
+
+    /// Called when the daemon stops: with no container running, the host's network state
+    /// (bridges, firewall rules, name servers) goes; a later start makes it again.
+    pub async fn shutdown(&self) {
+        let running = self
+            .registry()
+            .all()
+            .iter()
+            .any(|c| c.record().state.status.is_running());
+        if !running {
+            self.networks.shutdown().await;
+        }
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {

@@ -3,6 +3,7 @@
 mod containers;
 mod exec;
 mod images;
+mod networks;
 mod system;
 
 use axum::Router;
@@ -19,6 +20,7 @@ pub fn router(engine: SharedEngine) -> Router {
         .merge(containers::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(networks::routes())
         .fallback(|req: Request<Body>| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
