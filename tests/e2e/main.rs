@@ -20,5 +20,6 @@ fn busybox_rootfs_is_made() {
 mod docker_cli;
 mod docker_py;
 mod limits;
+mod network;
 mod restart;
 mod run;

@@ -88,12 +88,15 @@ fn network_options(o: &Options) -> anyhow::Result<wharf_engine::network::Network
     let mut mtu = None;
     let path = o.root.join("daemon.json");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         bridge = v["bridge"].as_str().map(String::from);
         bip = v["bip"].as_str().map(String::from);
         mtu = v["mtu"].as_u64().map(|m| m as u32);
-        if let Some(p) = v["default-address-pools"].as_array().and_then(|a| a.first()) {
+        if let Some(p) = v["default-address-pools"]
+            .as_array()
+            .and_then(|a| a.first())
+        {
             pool = Some(format!(
                 "base={},size={}",
                 p["base"].as_str().unwrap_or_default(),
@@ -114,7 +117,8 @@ fn network_options(o: &Options) -> anyhow::Result<wharf_engine::network::Network
         }
     }
     if let Some(p) = o.pool.clone().or(pool) {
-        n.pool = AddressPool::parse(&p).map_err(|e| anyhow::anyhow!("--default-address-pool: {e}"))?;
+        n.pool =
+            AddressPool::parse(&p).map_err(|e| anyhow::anyhow!("--default-address-pool: {e}"))?;
     }
     if let Some(m) = o.mtu.or(mtu) {
         n.mtu = m;

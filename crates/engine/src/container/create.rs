@@ -136,8 +136,7 @@ impl Engine {
             let (name, ip) = extra.split_once(':').ok_or_else(|| {
                 ContainerError::Invalid(format!("invalid argument \"{extra}\" for \"--add-host\""))
             })?;
-            if name.is_empty()
-                || (ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err())
+            if name.is_empty() || (ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err())
             {
                 return Err(ContainerError::Invalid(format!(
                     "invalid IP address in add-host: \"{ip}\""

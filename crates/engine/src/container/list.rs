@@ -99,8 +99,7 @@ fn matches_filters(r: &ContainerRecord, filters: &Filters, ancestors: &[String])
                 "ancestor" => ancestors.contains(&r.image_id) || &r.image_ref == v,
                 "network" => {
                     r.host_config.network_mode.as_deref() == Some(v.as_str())
-                        || r
-                            .network
+                        || r.network
                             .endpoints
                             .iter()
                             .any(|e| &e.network == v || e.network_id.starts_with(v.as_str()))

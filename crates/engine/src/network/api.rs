@@ -28,7 +28,11 @@ impl Engine {
         self: &Arc<Self>,
         req: NetworkCreateRequest,
     ) -> Result<NetworkCreateResponse, NetworkError> {
-        let driver = req.driver.clone().filter(|d| !d.is_empty()).unwrap_or("bridge".into());
+        let driver = req
+            .driver
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("bridge".into());
         if driver != "bridge" {
             return Err(NetworkError::Invalid(format!(
                 "plugin \"{driver}\" not found (wharf has the bridge driver)"
@@ -41,7 +45,9 @@ impl Engine {
             )));
         }
         if req.enable_ipv6 == Some(true) {
-            return Err(NetworkError::Invalid("IPv6 networks are not supported".into()));
+            return Err(NetworkError::Invalid(
+                "IPv6 networks are not supported".into(),
+            ));
         }
         let nets = &self.networks;
         if nets.records().iter().any(|r| r.name == req.name) {
@@ -56,7 +62,9 @@ impl Engine {
             .and_then(|i| i.config.clone())
             .unwrap_or_default();
         if configs.len() > 1 {
-            return Err(NetworkError::Invalid("only one IPv4 subnet per network".into()));
+            return Err(NetworkError::Invalid(
+                "only one IPv4 subnet per network".into(),
+            ));
         }
         let cfg = configs.into_iter().next().unwrap_or_default();
         let parse_net = |s: &Option<String>, what: &str| -> Result<Option<Ipv4Net>, NetworkError> {
@@ -128,7 +136,9 @@ impl Engine {
             .cloned()
             .unwrap_or_else(|| format!("wh-{}", &id[..12]));
         if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
-            return Err(NetworkError::Invalid(format!("invalid bridge name: {bridge}")));
+            return Err(NetworkError::Invalid(format!(
+                "invalid bridge name: {bridge}"
+            )));
         }
         if nets.records().iter().any(|r| r.bridge == bridge) {
             return Err(NetworkError::Conflict(format!(
@@ -258,7 +268,12 @@ impl Engine {
                         },
                     );
                 }
-                for ep in rec.network.endpoints.iter().filter(|e| e.network_id == r.id) {
+                for ep in rec
+                    .network
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.network_id == r.id)
+                {
                     let Some(ip) = ep.ip else { continue };
                     containers.insert(
                         rec.id.clone(),
@@ -360,12 +375,15 @@ impl Engine {
             if r.builtin || in_use.contains(&r.id) {
                 continue;
             }
-            let keep = filters.get("label").into_iter().flatten().any(|v| {
-                !match v.split_once('=') {
-                    Some((k, val)) => r.labels.get(k).is_some_and(|x| x == val),
-                    None => r.labels.contains_key(v.as_str()),
-                }
-            });
+            let keep =
+                filters
+                    .get("label")
+                    .into_iter()
+                    .flatten()
+                    .any(|v| !match v.split_once('=') {
+                        Some((k, val)) => r.labels.get(k).is_some_and(|x| x == val),
+                        None => r.labels.contains_key(v.as_str()),
+                    });
             if keep {
                 continue;
             }
@@ -404,7 +422,10 @@ impl Engine {
             .into());
         }
         let mut configs = HashMap::new();
-        configs.insert(net.name.clone(), req.endpoint_config.clone().unwrap_or_default());
+        configs.insert(
+            net.name.clone(),
+            req.endpoint_config.clone().unwrap_or_default(),
+        );
         let (_, planned) = self.networks.plan(&net.name, &configs)?;
         let mut one = ContainerNetwork {
             endpoints: planned.endpoints,

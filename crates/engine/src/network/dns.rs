@@ -43,7 +43,10 @@ impl Names {
 
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 }
 

@@ -129,6 +129,15 @@ impl Networks {
             "" | "default" => super::BRIDGE.to_string(),
             m => m.to_string(),
         };
+        // Clients name the default network "default" in `EndpointsConfig` too.
+        let configs: HashMap<String, EndpointSettings> = configs
+            .iter()
+            .map(|(k, v)| {
+                let k = if k == "default" { super::BRIDGE } else { k };
+                (k.to_string(), v.clone())
+            })
+            .collect();
+        let configs = &configs;
         if mode.starts_with("container:") {
             return Ok((mode, ContainerNetwork::default()));
         }
@@ -142,8 +151,10 @@ impl Networks {
             }
             return Ok((primary.rec.name.clone(), ContainerNetwork::default()));
         }
-        let mut order: Vec<(String, Option<&EndpointSettings>)> =
-            vec![(mode.clone(), configs.get(&mode).or(configs.get(&primary.rec.name)))];
+        let mut order: Vec<(String, Option<&EndpointSettings>)> = vec![(
+            mode.clone(),
+            configs.get(&mode).or(configs.get(&primary.rec.name)),
+        )];
         let mut rest: Vec<(&String, &EndpointSettings)> = configs
             .iter()
             .filter(|(k, _)| **k != mode && **k != primary.rec.name)
@@ -194,9 +205,11 @@ impl Networks {
                     ep.prefix = n.rec.subnet.map(|s| s.prefix_len()).unwrap_or(0);
                     ep.gateway = n.rec.gateway;
                     ep.endpoint_id = crate::util::random_id();
-                    ep.mac = Some(ep.mac_wanted.clone().unwrap_or_else(|| {
-                        format_mac(&super::random_mac())
-                    }));
+                    ep.mac = Some(
+                        ep.mac_wanted
+                            .clone()
+                            .unwrap_or_else(|| format_mac(&super::random_mac())),
+                    );
                     ep.veth = Some(veth_name());
                     if n.rec.has_dns() {
                         let mut names = vec![a.name.to_string(), a.id[..12].to_string()];
@@ -235,7 +248,12 @@ impl Networks {
 
     /// Makes the veths into the namespace of `pid`, addresses and routes there, then the
     /// published ports and names.
-    pub async fn wire(&self, id: &str, pid: u32, net: &ContainerNetwork) -> Result<(), NetworkError> {
+    pub async fn wire(
+        &self,
+        id: &str,
+        pid: u32,
+        net: &ContainerNetwork,
+    ) -> Result<(), NetworkError> {
         self.wire_from(id, pid, net, 0).await
     }
 
@@ -250,7 +268,7 @@ impl Networks {
         if net.endpoints.is_empty() {
             return Ok(());
         }
-        let plan: Vec<(String, String, Ipv4Addr, u8, Option<Ipv4Addr>, [u8; 6], bool)> = {
+        let plan: Vec<Wiring> = {
             let s = self.state();
             let mut plan = Vec::new();
             for (i, ep) in net.endpoints.iter().enumerate() {
@@ -262,16 +280,17 @@ impl Networks {
                     continue;
                 };
                 let mac = parse_mac(ep.mac.as_deref().unwrap_or_default())?;
-                let route = (i + first == 0 && !n.rec.internal).then_some(ep.gateway).flatten();
-                plan.push((
-                    n.rec.bridge.clone(),
+                let route = (i + first == 0 && !n.rec.internal)
+                    .then_some(ep.gateway)
+                    .flatten();
+                plan.push(Wiring {
+                    bridge: n.rec.bridge.clone(),
                     veth,
                     ip,
-                    ep.prefix,
+                    prefix: ep.prefix,
                     route,
                     mac,
-                    i + first == 0,
-                ));
+                });
             }
             plan
         };
@@ -279,23 +298,23 @@ impl Networks {
         tokio::task::spawn_blocking(move || -> Result<(), NetworkError> {
             let mut host = netlink::Netlink::open()?;
             let mut inner = netlink::Netlink::open_in(pid)?;
-            for (i, (bridge, veth, ip, prefix, route, mac, _)) in plan.iter().enumerate() {
+            for (i, w) in plan.iter().enumerate() {
                 let peer = format!("eth{}", i + first);
                 let master = host
-                    .link_index(bridge)?
-                    .ok_or_else(|| NetworkError::NotFound(format!("bridge {bridge}")))?;
-                host.add_veth(veth, &peer, pid, Some(*mac), mtu)?;
+                    .link_index(&w.bridge)?
+                    .ok_or_else(|| NetworkError::NotFound(format!("bridge {}", w.bridge)))?;
+                host.add_veth(&w.veth, &peer, pid, Some(w.mac), mtu)?;
                 let index = host
-                    .link_index(veth)?
-                    .ok_or_else(|| NetworkError::NotFound(format!("veth {veth}")))?;
+                    .link_index(&w.veth)?
+                    .ok_or_else(|| NetworkError::NotFound(format!("veth {}", w.veth)))?;
                 host.set_up(index, Some(master))?;
                 let inside = inner
                     .link_index(&peer)?
                     .ok_or_else(|| NetworkError::NotFound(format!("{peer} in the container")))?;
-                inner.add_addr(inside, *ip, *prefix)?;
+                inner.add_addr(inside, w.ip, w.prefix)?;
                 inner.set_up(inside, None)?;
-                if let Some(gw) = route {
-                    inner.add_default_route(*gw)?;
+                if let Some(gw) = w.route {
+                    inner.add_default_route(gw)?;
                 }
             }
             Ok(())
@@ -354,15 +373,15 @@ impl Networks {
         let veths = net.veths();
         if !veths.is_empty() {
             // The kernel drops the pair with the container's namespace; deleting the host end
-            // makes that happen now rather than when the namespace is reclaimed.
-            let _ = tokio::task::spawn_blocking(move || {
+            // makes that happen now rather than when the namespace is reclaimed. Deleting a link
+            // waits for the kernel's RCU grace period: nobody waits for it.
+            drop(tokio::task::spawn_blocking(move || {
                 if let Ok(mut nl) = netlink::Netlink::open() {
                     for v in veths {
                         let _ = nl.del_link(&v);
                     }
                 }
-            })
-            .await;
+            }));
         }
         for ep in net.endpoints.iter_mut() {
             ep.clear_runtime();
@@ -429,6 +448,16 @@ fn endpoint_config(
     }
     ep.aliases = aliases;
     Ok(ep)
+}
+
+/// One veth to make: which bridge, names, address, and the default route if it carries it.
+struct Wiring {
+    bridge: String,
+    veth: String,
+    ip: Ipv4Addr,
+    prefix: u8,
+    route: Option<Ipv4Addr>,
+    mac: [u8; 6],
 }
 
 fn veth_name() -> String {

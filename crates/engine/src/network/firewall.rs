@@ -42,7 +42,10 @@ impl Firewall {
         let bridges: Vec<&NetworkRecord> = networks.iter().filter(|n| n.is_bridge()).collect();
         let mut s = String::new();
         let _ = writeln!(s, "table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
-        let names: Vec<String> = bridges.iter().map(|n| format!("\"{}\"", n.bridge)).collect();
+        let names: Vec<String> = bridges
+            .iter()
+            .map(|n| format!("\"{}\"", n.bridge))
+            .collect();
         let _ = writeln!(s, "  set bridges {{ type ifname;");
         if !names.is_empty() {
             let _ = writeln!(s, "    elements = {{ {} }}", names.join(", "));
@@ -73,7 +76,9 @@ impl Firewall {
             );
         }
         s.push_str("  }\n");
-        s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+        s.push_str(
+            "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
+        );
         for n in &bridges {
             let b = &n.bridge;
             if n.internal {
@@ -230,8 +235,8 @@ async fn nft(script: &str) -> Result<(), NetworkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
     use std::collections::HashMap;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn ruleset_has_nat_isolation_and_ports() {
@@ -268,9 +273,9 @@ mod tests {
         assert!(!s.contains("ip saddr 10.2.0.0/24"));
         assert!(s.contains("iifname \"br-b\" oifname != \"br-b\" drop"));
         assert!(s.contains("elements = { \"br-a\", \"br-b\" }"));
-        assert!(s.ends_with(
-            "add element ip wharf-t tcp_ip { 127.0.0.1 . 8080 : 10.1.0.2 . 80 }\n"
-        ));
+        assert!(
+            s.ends_with("add element ip wharf-t tcp_ip { 127.0.0.1 . 8080 : 10.1.0.2 . 80 }\n")
+        );
         assert_eq!(
             fw.element("delete", &maps[0]),
             "delete element ip wharf-t tcp_ip { 127.0.0.1 . 8080 }\n"

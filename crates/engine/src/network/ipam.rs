@@ -183,16 +183,16 @@ mod tests {
         assert!(n.allocate(Some(Ipv4Addr::new(10, 9, 0, 5)), "b").is_err());
         assert!(n.allocate(Some(Ipv4Addr::new(10, 9, 1, 5)), "b").is_err());
         assert!(n.allocate(Some(Ipv4Addr::new(10, 9, 0, 1)), "b").is_err());
-        assert_eq!(
-            n.allocate(None, "c").unwrap(),
-            Ipv4Addr::new(10, 9, 0, 128)
-        );
+        assert_eq!(n.allocate(None, "c").unwrap(), Ipv4Addr::new(10, 9, 0, 128));
     }
 
     #[test]
     fn pools() {
         let p = AddressPool::parse("base=10.89.0.0/16,size=24").unwrap();
-        let taken = vec!["10.89.0.0/24".parse().unwrap(), "10.89.1.0/25".parse().unwrap()];
+        let taken = vec![
+            "10.89.0.0/24".parse().unwrap(),
+            "10.89.1.0/25".parse().unwrap(),
+        ];
         assert_eq!(p.next_free(&taken).unwrap().to_string(), "10.89.2.0/24");
         assert!(AddressPool::parse("base=10.0.0.0/16,size=8").is_err());
         assert!(AddressPool::parse("size=24").is_err());

@@ -295,11 +295,7 @@ impl Networks {
     }
 
     fn insert(&self, rec: NetworkRecord) {
-        let dns = if rec.has_dns() {
-            rec.gateway
-        } else {
-            None
-        };
+        let dns = if rec.has_dns() { rec.gateway } else { None };
         let names = Arc::new(dns::Names::default());
         let handle = dns.and_then(|gw| dns::serve(gw, names.clone(), self.upstream.clone()));
         self.state().nets.insert(
@@ -315,11 +311,7 @@ impl Networks {
     }
 
     /// The bridge device with its gateway address, up; the forward accept rules.
-    fn bring_up(
-        &self,
-        nl: &mut netlink::Netlink,
-        r: &NetworkRecord,
-    ) -> Result<(), NetworkError> {
+    fn bring_up(&self, nl: &mut netlink::Netlink, r: &NetworkRecord) -> Result<(), NetworkError> {
         let (Some(subnet), Some(gw)) = (r.subnet, r.gateway) else {
             return Ok(());
         };
@@ -434,9 +426,7 @@ pub(crate) fn lookup_in<'a>(s: &'a State, key: &str) -> Result<&'a Net, NetworkE
     let mut found = s.nets.values().filter(|n| n.rec.id.starts_with(key));
     match (found.next(), found.next()) {
         (Some(n), None) if !key.is_empty() => Ok(n),
-        (Some(_), Some(_)) => Err(NetworkError::Invalid(format!(
-            "network {key} is ambiguous"
-        ))),
+        (Some(_), Some(_)) => Err(NetworkError::Invalid(format!("network {key} is ambiguous"))),
         _ => Err(NetworkError::NotFound(key.to_string())),
     }
 }

@@ -218,7 +218,9 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
         msg.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         self.request(
             || format!("creating bridge {name}"),
             RouteNetlinkMessage::NewLink(msg),
@@ -350,7 +352,8 @@ impl Netlink {
             let RouteNetlinkMessage::NewRoute(r) = m else {
                 continue;
             };
-            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.destination_prefix_length == 0
+            if r.header.table != RouteHeader::RT_TABLE_MAIN
+                || r.header.destination_prefix_length == 0
             {
                 continue;
             }

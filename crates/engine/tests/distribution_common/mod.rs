@@ -370,7 +370,11 @@ impl Root {
     pub fn reopen(&mut self) {
         // Tasks of an aborted pull may still hold the store (and the database) for a moment.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.store.as_ref().is_some_and(|s| Arc::strong_count(s) > 1) {
+        while self
+            .store
+            .as_ref()
+            .is_some_and(|s| Arc::strong_count(s) > 1)
+        {
             assert!(Instant::now() < deadline, "the old store is still in use");
             std::thread::sleep(Duration::from_millis(10));
         }
