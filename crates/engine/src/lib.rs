@@ -50,16 +50,23 @@ pub enum EngineError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    Distribution(#[from] distribution::DistributionError),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
 }
 
 /// The one entry point to images and containers.
 pub struct Engine {
     pub cfg: EngineConfig,
     pub images: Arc<ImageStore>,
+    /// The registry client: pull, push, login.
+    pub distribution: distribution::Distribution,
     meta: Arc<Meta>,
     containers: Mutex<Registry>,
     pub networks: network::Networks,
     execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
+    builder: Arc<build::Builder>,
 }
 
 impl Engine {
@@ -74,15 +81,21 @@ impl Engine {
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
         let networks = network::Networks::open(cfg.network.clone(), meta.clone()).await?;
-        let engine = Arc::new(Engine {
+        let distribution = distribution::Distribution::new(images.clone(), &cfg.root)?;
+        let builder = build::Builder::new(images.clone(), &cfg.root)?;
+        let handle = tokio::runtime::Handle::current();
+        let engine = Arc::new_cyclic(|weak| Engine {
             cfg,
             images,
+            distribution,
             meta,
             containers: Mutex::new(Registry::default()),
             networks,
             execs: Mutex::new(HashMap::new()),
+            builder: Arc::new(builder.with_runner(build::run::runner(weak.clone(), handle))),
         });
         engine.recover().await?;
+        engine.remove_build_leftovers().await;
         engine.networks.sync(&engine.live_veths()).await?;
         Ok(engine)
     }

@@ -1,6 +1,8 @@
 //! The routes: one module per API area. Handlers parse, call the engine, render.
 
+mod build;
 mod containers;
+mod distribution;
 mod exec;
 mod images;
 mod networks;
@@ -21,6 +23,8 @@ pub fn router(engine: SharedEngine) -> Router {
         .merge(exec::routes())
         .merge(images::routes())
         .merge(networks::routes())
+        .merge(distribution::routes())
+        .merge(build::routes())
         .fallback(|req: Request<Body>| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -105,6 +109,14 @@ impl Params {
                 .map(Some)
                 .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v}"))),
         }
+    }
+
+    /// A tty size from `h` and `w`.
+    pub fn size(&self) -> Result<(u16, u16), ApiError> {
+        let dim = |k| -> Result<u16, ApiError> {
+            Ok(self.int(k)?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16)
+        };
+        Ok((dim("h")?, dim("w")?))
     }
 
     pub fn filters(&self) -> Result<wharf_api::Filters, ApiError> {
