@@ -206,7 +206,7 @@ RUN --mount=type=bind,source=data,target=/mnt,rw echo scribble > /mnt/scribble &
 RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cret && echo secret-ok > /secret
 RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/f && grep -q ' /scratch tmpfs' /proc/mounts && echo tmpfs-ok > /tmpfs
 RUN --network=none tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /nets-none
-RUN --network=host tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > /nets-host
+RUN --network=host readlink /proc/self/ns/net > /nets-host
 "#,
     );
     ctx.write("data/file", "from-context\n");
@@ -226,14 +226,12 @@ RUN --network=host tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > /
         "secret-ok\ntmpfs-ok"
     );
     assert_eq!(sh(&d, "mounts", "cat /nets-none"), "lo");
-    let mut host_nets: Vec<String> = std::fs::read_to_string("/proc/net/dev")
-        .unwrap()
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next().map(|s| s.trim().to_string()))
-        .collect();
-    host_nets.sort();
-    assert_eq!(sh(&d, "mounts", "cat /nets-host"), host_nets.join("\n"));
+    // Interfaces come and go on a busy host; the namespace itself is the stable fact.
+    let host_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(
+        sh(&d, "mounts", "cat /nets-host"),
+        host_netns.display().to_string()
+    );
     // Mount points of the step (/mnt, /run/secrets/tok, /scratch, /cache) left no trace.
     assert_eq!(
         sh(
@@ -286,16 +284,10 @@ COPY --from=b /b /from-b
 RUN cat /from-a /from-b > /both
 "#,
     );
-    let start = Instant::now();
+    // No clock: the rendezvous above fails the build unless both stages run at once.
     let progress = build_ok(&d, &ctx, &["-t", "stages", "--build-arg", "TOKEN=t1"]);
-    let elapsed = start.elapsed();
     assert_eq!(sh(&d, "stages", "cat /both"), "a\nb");
     assert!(!progress.contains("never-runs"), "{progress}");
-    // Two 2 s stages in parallel: well under their sum (4 s), with room for a busy machine.
-    assert!(
-        elapsed.as_secs_f64() < 3.9,
-        "parallel stages took {elapsed:?}:\n{progress}"
-    );
     // --target: only what stage a needs is built.
     let progress = build_ok(
         &d,
