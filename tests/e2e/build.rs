@@ -161,7 +161,14 @@ RUN false || true
     let err = stderr(&out);
     assert!(err.contains("before-fail"), "{err}");
     assert!(err.contains("line 3") && err.contains("code 3"), "{err}");
-    ok(d.wharf(&["rmi", "runs"]));
+    // A RUN right on an untagged image of the user's uses that image and leaves it be.
+    let base = Ctx::new("FROM busybox\nENV A=1\n");
+    let dangling = ok(build(&d, &base, &["-q"]));
+    let on = Ctx::new(&format!("FROM {dangling}\nRUN echo on-top > /t\n"));
+    build_ok(&d, &on, &["-t", "on-top"]);
+    assert_eq!(sh(&d, "on-top", "cat /t"), "on-top");
+    ok(d.wharf(&["image", "inspect", &dangling]));
+    ok(d.wharf(&["rmi", "runs", "on-top", &dangling]));
     assert_clean(&d);
 }
 
