@@ -21,5 +21,6 @@ mod build;
 mod docker_cli;
 mod docker_py;
 mod limits;
+mod registry;
 mod restart;
 mod run;

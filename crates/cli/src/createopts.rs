@@ -63,6 +63,8 @@ pub struct Built {
     pub name: Option<String>,
     pub image: String,
     pub pull: Pull,
+    /// `--platform`, for the pull of a missing image.
+    pub platform: Option<String>,
     pub streams: Streams,
 }
 
@@ -314,6 +316,7 @@ pub fn build(
         name: c.name.clone(),
         image,
         pull,
+        platform: c.platform.clone(),
         streams,
     })
 }

@@ -20,9 +20,12 @@ mod build;
 mod client;
 mod containers;
 mod createopts;
+mod credentials;
 mod format;
 mod images;
 mod opts;
+mod progress;
+mod registry;
 mod run;
 mod stdio;
 mod system;
@@ -160,6 +163,7 @@ async fn dispatch(client: &Client, cmd: Cmd) -> u8 {
             ImageCmd::Import(a) => Cmd::Import(a),
             ImageCmd::History(a) => Cmd::History(a),
             ImageCmd::Pull(a) => Cmd::Pull(a),
+            ImageCmd::Push(a) => Cmd::Push(a),
             ImageCmd::Build(a) => Cmd::Build(a),
             ImageCmd::Inspect(a) => {
                 let res = containers::inspect_objects(
@@ -256,7 +260,26 @@ async fn dispatch(client: &Client, cmd: Cmd) -> u8 {
         Cmd::Tag(a) => outcome!(images::tag(client, a).await, IE, images_daemon),
         Cmd::Rmi(a) => outcome!(images::rmi(client, a).await, IE, images_daemon),
         Cmd::History(a) => outcome!(images::history(client, a).await, IE, images_daemon),
-        Cmd::Pull(a) => outcome!(images::pull_cmd(client, a).await, IE, images_daemon),
+        Cmd::Pull(a) => outcome!(
+            registry::pull_cmd(client, a).await,
+            registry::RegistryError,
+            registry::RegistryError::said_by_daemon
+        ),
+        Cmd::Push(a) => outcome!(
+            registry::push_cmd(client, a).await,
+            registry::RegistryError,
+            registry::RegistryError::said_by_daemon
+        ),
+        Cmd::Login(a) => outcome!(
+            registry::login(client, a).await,
+            registry::RegistryError,
+            registry::RegistryError::said_by_daemon
+        ),
+        Cmd::Logout(a) => outcome!(
+            registry::logout(a).await,
+            registry::RegistryError,
+            registry::RegistryError::said_by_daemon
+        ),
         Cmd::Build(a) => outcome!(
             build::build(client, a).await,
             build::BuildError,

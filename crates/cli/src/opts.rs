@@ -80,6 +80,12 @@ pub enum Cmd {
     History(HistoryArgs),
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
+    /// Authenticate to a registry
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout(LogoutArgs),
     /// Build an image from a Dockerfile
     Build(BuildArgs),
     /// Create a new image from a container's changes
@@ -129,6 +135,8 @@ pub enum ImageCmd {
     Prune(ImagePruneArgs),
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
     /// Build an image from a Dockerfile
     Build(BuildArgs),
 }
@@ -792,6 +800,9 @@ pub struct HistoryArgs {
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
+    /// Download all tagged images in the repository
+    #[arg(short = 'a', long = "all-tags")]
+    pub all_tags: bool,
     /// Suppress verbose output
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -800,6 +811,42 @@ pub struct PullArgs {
     pub platform: Option<String>,
     #[arg(value_name = "NAME[:TAG|@DIGEST]")]
     pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Push all tags of an image to the repository
+    #[arg(short = 'a', long = "all-tags")]
+    pub all_tags: bool,
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Compression of layers stored uncompressed ("gzip", "zstd")
+    #[arg(long, value_name = "string")]
+    pub compression: Option<String>,
+    #[arg(value_name = "NAME[:TAG]")]
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Username
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Take the password from stdin
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -46,6 +46,8 @@ pub enum EngineError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
+    Distribution(#[from] distribution::DistributionError),
+    #[error(transparent)]
     Build(#[from] build::BuildError),
 }
 
@@ -53,6 +55,8 @@ pub enum EngineError {
 pub struct Engine {
     pub cfg: EngineConfig,
     pub images: Arc<ImageStore>,
+    /// The registry client: pull, push, login.
+    pub distribution: distribution::Distribution,
     meta: Arc<Meta>,
     containers: Mutex<Registry>,
     execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
@@ -70,11 +74,13 @@ impl Engine {
         }
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
+        let distribution = distribution::Distribution::new(images.clone(), &cfg.root)?;
         let builder = build::Builder::new(images.clone(), &cfg.root)?;
         let handle = tokio::runtime::Handle::current();
         let engine = Arc::new_cyclic(|weak| Engine {
             cfg,
             images,
+            distribution,
             meta,
             containers: Mutex::new(Registry::default()),
             execs: Mutex::new(HashMap::new()),

@@ -2,6 +2,7 @@
 
 mod build;
 mod containers;
+mod distribution;
 mod exec;
 mod images;
 mod system;
@@ -20,6 +21,7 @@ pub fn router(engine: SharedEngine) -> Router {
         .merge(containers::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(distribution::routes())
         .merge(build::routes())
         .fallback(|req: Request<Body>| async move {
             ApiError::new(

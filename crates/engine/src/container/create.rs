@@ -30,6 +30,18 @@ impl Engine {
             return Err(ContainerError::BadName(n.to_string()));
         }
         let image = self.images.resolve(&image_ref)?;
+        let host_arch = crate::image::config::host_arch();
+        let arch = match image.architecture.as_str() {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        };
+        // Without emulation a foreign binary fails at exec with a bare "exec format error".
+        if !arch.is_empty() && arch != host_arch {
+            return Err(ContainerError::Invalid(format!(
+                "image {image_ref} is for platform linux/{arch}, this machine is linux/{host_arch}: wharf cannot run it"
+            )));
+        }
         let mut host = body.host_config.clone().unwrap_or_default();
         validate_host_config(&mut host)?;
 
