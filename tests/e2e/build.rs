@@ -565,3 +565,41 @@ fn a_killed_daemon_leaves_no_build_container_behind() {
     assert_eq!(ok(d.wharf(&["ps", "-aq"])), "");
     assert_eq!(build_mounts(&d), Vec::<String>::new());
 }
+
+#[test]
+fn base_images_are_pulled_and_built_images_run_under_docker() {
+    let reg = crate::registry::common::Registry::start();
+    let a = Daemon::with_busybox();
+    let base = format!("{}/base/bb:v1", reg.addr);
+    ok(a.wharf(&["tag", "busybox", &base]));
+    ok(a.wharf(&["push", &base]));
+    // A root without the base image pulls it for FROM.
+    let b = Daemon::start();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN echo built-by-wharf > /msg\nCMD [\"cat\", \"/msg\"]\n"
+    ));
+    let built = format!("{}/built/x:v1", reg.addr);
+    build_ok(&b, &ctx, &["-t", &built]);
+    assert_eq!(ok(b.wharf(&["run", "--rm", &built])), "built-by-wharf");
+    ok(b.wharf(&["push", &built]));
+    // An unreachable base fails the build with the pull's error, on the FROM line.
+    let gone = Ctx::new("FROM 127.0.0.1:1/none/such:v1\nRUN true\n");
+    let out = build(&b, &gone, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
+    if std::process::Command::new("dockerd")
+        .arg("--version")
+        .output()
+        .is_err()
+        || !Path::new(DOCKER20).exists()
+    {
+        eprintln!("skipping the docker half: Debian's dockerd is not installed");
+        return;
+    }
+    let dockerd = crate::registry::Dockerd::start();
+    ok(dockerd.docker(&["pull", &built]));
+    assert_eq!(
+        ok(dockerd.docker(&["run", "--rm", "--network", "none", &built])),
+        "built-by-wharf"
+    );
+}
