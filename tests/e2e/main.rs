@@ -21,6 +21,7 @@ mod build;
 mod docker_cli;
 mod docker_py;
 mod limits;
+mod network;
 mod registry;
 mod restart;
 mod run;

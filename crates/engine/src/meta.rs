@@ -4,6 +4,7 @@
 //! images      image id ("sha256:<hex>")      -> image::ImageRecord
 //! tags        reference ("repo:tag")          -> image id
 //! containers  container id (64 hex)           -> container::ContainerRecord
+//! networks    network id (64 hex)             -> network::NetworkRecord
 //! ```
 //! The daemon is the only process that opens the file; redb holds an exclusive lock on it.
 
@@ -51,16 +52,23 @@ pub enum Table {
     Images,
     Tags,
     Containers,
+    Networks,
 }
 
 impl Table {
-    const ALL: [Table; 3] = [Table::Images, Table::Tags, Table::Containers];
+    const ALL: [Table; 4] = [
+        Table::Images,
+        Table::Tags,
+        Table::Containers,
+        Table::Networks,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Table::Images => "images",
             Table::Tags => "tags",
             Table::Containers => "containers",
+            Table::Networks => "networks",
         }
     }
 

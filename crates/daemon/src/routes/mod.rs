@@ -5,6 +5,7 @@ mod containers;
 mod distribution;
 mod exec;
 mod images;
+mod networks;
 mod system;
 
 use axum::Router;
@@ -21,6 +22,7 @@ pub fn router(engine: SharedEngine) -> Router {
         .merge(containers::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(networks::routes())
         .merge(distribution::routes())
         .merge(build::routes())
         .fallback(|req: Request<Body>| async move {
