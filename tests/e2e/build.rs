@@ -14,7 +14,7 @@ struct Ctx {
 
 impl Ctx {
     fn new(dockerfile: &str) -> Ctx {
-        let dir = unique_dir("wharf-build-ctx");
+        let dir = unique_dir("wharf-test-build-ctx");
         std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
         Ctx { dir }
     }
@@ -137,7 +137,7 @@ RUN false || true
         "runs",
     ]));
     assert_eq!(layers, "6", "one layer per RUN on busybox's one");
-    let saved = unique_dir("wharf-build-save");
+    let saved = unique_dir("wharf-test-build-save");
     let tar = saved.join("img.tar");
     ok(d.wharf(&["save", "-o", tar.to_str().unwrap(), "runs"]));
     let listing = tar_listing_of_layers(&tar);
@@ -161,7 +161,14 @@ RUN false || true
     let err = stderr(&out);
     assert!(err.contains("before-fail"), "{err}");
     assert!(err.contains("line 3") && err.contains("code 3"), "{err}");
-    ok(d.wharf(&["rmi", "runs"]));
+    // A RUN right on an untagged image of the user's uses that image and leaves it be.
+    let base = Ctx::new("FROM busybox\nENV A=1\n");
+    let dangling = ok(build(&d, &base, &["-q"]));
+    let on = Ctx::new(&format!("FROM {dangling}\nRUN echo on-top > /t\n"));
+    build_ok(&d, &on, &["-t", "on-top"]);
+    assert_eq!(sh(&d, "on-top", "cat /t"), "on-top");
+    ok(d.wharf(&["image", "inspect", &dangling]));
+    ok(d.wharf(&["rmi", "runs", "on-top", &dangling]));
     assert_clean(&d);
 }
 
@@ -206,7 +213,7 @@ RUN --mount=type=bind,source=data,target=/mnt,rw echo scribble > /mnt/scribble &
 RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cret && echo secret-ok > /secret
 RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/f && grep -q ' /scratch tmpfs' /proc/mounts && echo tmpfs-ok > /tmpfs
 RUN --network=none tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /nets-none
-RUN --network=host readlink /proc/self/ns/net > /nets-host
+RUN --network=host tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > /nets-host
 "#,
     );
     ctx.write("data/file", "from-context\n");
@@ -226,12 +233,24 @@ RUN --network=host readlink /proc/self/ns/net > /nets-host
         "secret-ok\ntmpfs-ok"
     );
     assert_eq!(sh(&d, "mounts", "cat /nets-none"), "lo");
-    // Interfaces come and go on a busy host; the namespace itself is the stable fact.
-    let host_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
-    assert_eq!(
-        sh(&d, "mounts", "cat /nets-host"),
-        host_netns.display().to_string()
+    // Other tests add and remove bridges and veths meanwhile: compare the rest.
+    let stable = |names: &mut dyn Iterator<Item = String>| -> Vec<String> {
+        let mut v: Vec<String> = names
+            .filter(|n| !n.starts_with("wt") && !n.starts_with("veth") && !n.starts_with("br-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let host_nets = stable(
+        &mut std::fs::read_to_string("/proc/net/dev")
+            .unwrap()
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next().map(|s| s.trim().to_string())),
     );
+    assert!(host_nets.len() > 1, "{host_nets:?}");
+    let seen = sh(&d, "mounts", "cat /nets-host");
+    assert_eq!(stable(&mut seen.lines().map(str::to_string)), host_nets);
     // Mount points of the step (/mnt, /run/secrets/tok, /scratch, /cache) left no trace.
     assert_eq!(
         sh(
@@ -392,7 +411,7 @@ fn source_date_epoch_gives_one_id_on_two_roots() {
     let one = Daemon::with_busybox();
     // The same base on both roots (an import stamps its own creation time).
     let two = Daemon::start();
-    let dir = unique_dir("wharf-build-sde");
+    let dir = unique_dir("wharf-test-build-sde");
     let tar = dir.join("busybox.tar");
     ok(one.wharf(&["save", "-o", tar.to_str().unwrap(), "busybox"]));
     ok(two.wharf(&["load", "-i", tar.to_str().unwrap()]));
@@ -549,4 +568,42 @@ fn a_killed_daemon_leaves_no_build_container_behind() {
     d.spawn();
     assert_eq!(ok(d.wharf(&["ps", "-aq"])), "");
     assert_eq!(build_mounts(&d), Vec::<String>::new());
+}
+
+#[test]
+fn base_images_are_pulled_and_built_images_run_under_docker() {
+    let reg = crate::registry::common::Registry::start();
+    let a = Daemon::with_busybox();
+    let base = format!("{}/base/bb:v1", reg.addr);
+    ok(a.wharf(&["tag", "busybox", &base]));
+    ok(a.wharf(&["push", &base]));
+    // A root without the base image pulls it for FROM.
+    let b = Daemon::start();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN echo built-by-wharf > /msg\nCMD [\"cat\", \"/msg\"]\n"
+    ));
+    let built = format!("{}/built/x:v1", reg.addr);
+    build_ok(&b, &ctx, &["-t", &built]);
+    assert_eq!(ok(b.wharf(&["run", "--rm", &built])), "built-by-wharf");
+    ok(b.wharf(&["push", &built]));
+    // An unreachable base fails the build with the pull's error, on the FROM line.
+    let gone = Ctx::new("FROM 127.0.0.1:1/none/such:v1\nRUN true\n");
+    let out = build(&b, &gone, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
+    if std::process::Command::new("dockerd")
+        .arg("--version")
+        .output()
+        .is_err()
+        || !Path::new(DOCKER20).exists()
+    {
+        eprintln!("skipping the docker half: Debian's dockerd is not installed");
+        return;
+    }
+    let dockerd = crate::registry::Dockerd::start();
+    ok(dockerd.docker(&["pull", &built]));
+    assert_eq!(
+        ok(dockerd.docker(&["run", "--rm", "--network", "none", &built])),
+        "built-by-wharf"
+    );
 }

@@ -8,7 +8,7 @@
 mod images_common;
 
 #[path = "../../crates/engine/tests/distribution_common/mod.rs"]
-mod common;
+pub(crate) mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -262,13 +262,13 @@ fn docker_cli_20_pushes_and_pulls_through_wharf() {
 }
 
 /// Debian's dockerd on a temporary root, stopped and cleaned up when dropped.
-struct Dockerd {
+pub(crate) struct Dockerd {
     dir: PathBuf,
     child: Child,
 }
 
 impl Dockerd {
-    fn start() -> Dockerd {
+    pub(crate) fn start() -> Dockerd {
         let dir = unique_dir("wharf-test-dockerd");
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let child = Command::new("dockerd")
@@ -299,7 +299,7 @@ impl Dockerd {
         );
     }
 
-    fn docker(&self, args: &[&str]) -> Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> Output {
         Command::new(DOCKER20)
             .args(args)
             .env(

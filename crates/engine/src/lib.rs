@@ -92,7 +92,11 @@ impl Engine {
             containers: Mutex::new(Registry::default()),
             networks,
             execs: Mutex::new(HashMap::new()),
-            builder: Arc::new(builder.with_runner(build::run::runner(weak.clone(), handle))),
+            builder: Arc::new(
+                builder
+                    .with_runner(build::run::runner(weak.clone(), handle.clone()))
+                    .with_puller(build::run::puller(weak.clone(), handle)),
+            ),
         });
         engine.recover().await?;
         engine.remove_build_leftovers().await;

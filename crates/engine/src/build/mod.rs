@@ -216,6 +216,8 @@ pub struct Builder {
     runner: Option<Arc<Runner>>,
     puller: Option<Arc<Puller>>,
     hashes: tree::HashCache,
+    /// Image records made for RUN containers, with how many steps use each.
+    step_images: Mutex<HashMap<String, usize>>,
 }
 
 /// What stages wait on: each needed stage's result once it has one.
@@ -252,6 +254,7 @@ impl Builder {
             runner: None,
             puller: None,
             hashes,
+            step_images: Mutex::new(HashMap::new()),
         })
     }
 

@@ -1,6 +1,6 @@
 //! The builder wired to the engine: RUN steps as the engine's own containers (create,
-//! attach, start, wait, take the overlay upper directory, remove), and `commit` of a
-//! container.
+//! attach, start, wait, take the overlay upper directory, remove), base images pulled with
+//! the engine's registry client, and `commit` of a container.
 //!
 //! The builder is synchronous (its stages run on plain threads); the runner bridges to the
 //! async engine with the runtime's handle, which is allowed from any thread that is not one
@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 use wharf_api::models::{ContainerCreateBody, HostConfig};
 
 use super::commit::{CommitOptions, commit_container};
-use super::{BuildError, RunDone, RunMount, RunSpec, Runner};
+use super::{BuildError, Puller, RunDone, RunMount, RunSpec, Runner};
 use crate::container::{AttachStreams, ContainerError, Status, WaitCondition};
 use crate::image::{Image, ImageConfig};
 use crate::{Engine, snapshot};
@@ -43,6 +43,34 @@ pub(crate) fn runner(engine: Weak<Engine>, handle: Handle) -> Arc<Runner> {
             return Err("the engine is shutting down".to_string());
         };
         run_step(&engine, &handle, spec, out)
+    })
+}
+
+/// Base images a build lacks (or, with `--pull`, wants fresh) come through the engine's
+/// registry client, with the stored credentials.
+pub(crate) fn puller(engine: Weak<Engine>, handle: Handle) -> Arc<Puller> {
+    Arc::new(move |reference: &str| {
+        let Some(engine) = engine.upgrade() else {
+            return Err("the engine is shutting down".to_string());
+        };
+        let reference = reference.to_string();
+        let pull = async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let pulling = async move {
+                engine
+                    .distribution
+                    .pull(&reference, None, None, &tx)
+                    .await
+                    .map(|_| ())
+            };
+            // The progress has no reader here; draining it keeps the pull going.
+            let draining = async { while rx.recv().await.is_some() {} };
+            tokio::join!(pulling, draining).0
+        };
+        handle
+            .block_on(handle.spawn(pull))
+            .map_err(|e| format!("the pull task failed: {e}"))?
+            .map_err(|e| chain(&e))
     })
 }
 
