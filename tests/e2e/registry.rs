@@ -16,7 +16,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{HttpServer, Registry, Response, put_blob, put_image, put_manifest, stalling_proxy};
+use common::{
+    HttpServer, Registry, Response, TokenServer, put_blob, put_image, put_manifest, stalling_proxy,
+};
 use images_common::RawTar;
 
 use crate::harness::{DOCKER20, DOCKER28, Daemon, busybox_tar, ok, stderr, stdout, unique_dir};
@@ -814,4 +816,78 @@ fn bad_content_fails_the_pull_and_leaves_the_store_unchanged() {
         )),
         "good"
     );
+}
+
+#[test]
+fn bearer_token_registry_works_after_login() {
+    if !common::have("openssl") {
+        eprintln!("skipping: openssl is needed to sign tokens");
+        return;
+    }
+    let tokens = TokenServer::start();
+    let reg = Registry::start_token(&tokens.realm(), &tokens.cert);
+    let cfg = ConfigDir::new();
+    let d = Daemon::with_busybox();
+    let name = format!("{}/tok/bb:v1", reg.addr);
+    ok(wharf(&d, &cfg.0, &["tag", "busybox", &name]));
+    // Anonymous tokens grant nothing.
+    let out = wharf(&d, &cfg.0, &["push", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("authentication required"),
+        "push without login: {}",
+        stderr(&out)
+    );
+    let login = |password: &str| {
+        use std::io::Write;
+        let mut child = d
+            .cmd(&["login", "-u", "alice", "--password-stdin", &reg.addr])
+            .env("DOCKER_CONFIG", &cfg.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let refused = login("wrong");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        !cfg.0.join("config.json").exists(),
+        "a refused login stored something"
+    );
+    assert_eq!(ok(login("s3cret")), "Login Succeeded");
+    let digest = pushed_digest(&ok(wharf(&d, &cfg.0, &["push", &name])));
+    // A clean root pulls with the stored credentials; anonymous pulls are refused.
+    let b = Daemon::start();
+    let anon = ConfigDir::new();
+    let out = wharf(&b, &anon.0, &["pull", &name]);
+    assert_eq!(out.status.code(), Some(1), "pulled anonymously");
+    assert_eq!(ok(wharf(&b, &anon.0, &["images", "-q"])), "");
+    let out = ok(wharf(&b, &cfg.0, &["pull", &name]));
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert_eq!(
+        ok(wharf(
+            &b,
+            &cfg.0,
+            &["run", "--rm", &name, "echo", "via token"]
+        )),
+        "via token"
+    );
+    // docker, reading the same credentials, goes through the token dance too.
+    if Path::new(DOCKER28).exists() {
+        let e = Daemon::start();
+        let out = e
+            .docker_cmd(DOCKER28, &["pull", &name])
+            .env("DOCKER_CONFIG", &cfg.0)
+            .output()
+            .unwrap();
+        assert!(
+            stdout(&out).contains(&format!("Digest: {digest}")),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
 }
