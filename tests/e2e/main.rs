@@ -22,3 +22,4 @@ mod docker_py;
 mod limits;
 mod restart;
 mod run;
+mod stats;

@@ -74,6 +74,8 @@ pub enum ContainerError {
     Shim(#[from] shim::ShimError),
     #[error(transparent)]
     Meta(#[from] crate::meta::MetaError),
+    #[error(transparent)]
+    Cgroup(#[from] wharf_runtime::cgroup::CgroupError),
     #[error("container files")]
     Io(#[from] std::io::Error),
 }
@@ -95,6 +97,7 @@ impl ContainerError {
             ContainerError::Snapshot(_)
             | ContainerError::Shim(_)
             | ContainerError::Meta(_)
+            | ContainerError::Cgroup(_)
             | ContainerError::Io(_) => ErrorKind::Internal,
         }
     }
