@@ -1,19 +1,15 @@
 #!/usr/bin/env bash
 # Pull and push of the "big" image (busybox plus a copy of /usr/lib/python3* as a second
 # layer) against Debian's docker-registry on loopback, in one hyperfine run each:
-#   pull on a clean root: wharf vs `skopeo copy` to an OCI dir (download only: the floor)
+#   pull on a clean root: `wharf pull` (the CLI through a wharf daemon on a fresh temporary
+#                         root) vs `skopeo copy` to an OCI dir (download only: the floor)
 #                         vs `docker pull` (Docker's own daemon on a temporary root)
-#   push to an empty registry: wharf vs `docker push`
-#
-# TODO(daemon wiring): wharf is timed through the engine's bench driver (the ignored test in
-# crates/engine/tests/distribution_bench.rs: the same pull/push code the daemon will call).
-# Once `POST /images/create` and `POST /images/{name}/push` are wired, time `wharf pull` and
-# `wharf push` (the CLI against a daemon on a temporary root) instead, and add `docker pull` /
-# `docker push` with DOCKER_HOST pointed at the wharf daemon.
+#   push to an empty registry: `wharf push` (through its daemon, which forgets what it
+#                         pushed before each run) vs `docker push` (through its own daemon)
 #
 # Usage: bench/pull-push.sh
 #   WHARF_BENCH_PROFILE=debug   time a debug build (only to check the script; numbers are
-#                               meaningless); the default builds the driver with --release
+#                               meaningless); the default builds wharf with --release
 #   WHARF_BENCH_RUNS=N          hyperfine runs per command (default 5)
 #   WHARF_BENCH_NO_DOCKER=1     leave Docker out
 set -euo pipefail
@@ -22,6 +18,26 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 runs=${WHARF_BENCH_RUNS:-5}
 profile=${WHARF_BENCH_PROFILE:-release}
 
+# Internal: (re)starts the wharf daemon of root $3 / run dir $4 with binary $2; with $5 =
+# clean its root is emptied first, with $5 = forget it keeps images but forgets which
+# registries hold which blobs (so a push uploads everything again).
+if [ "${1:-}" = "__wharfd" ]; then
+  bin=$2 root=$3 run=$4 mode=${5:-}
+  if [ -f "$run/wharf.pid" ]; then
+    pid=$(cat "$run/wharf.pid")
+    kill "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+  fi
+  case $mode in
+    clean) rm -rf "$root" ;;
+    forget) rm -f "$root/distribution/metadata.json" ;;
+  esac
+  mkdir -p "$root" "$run"
+  setsid "$bin" daemon --root "$root" --run-root "$run" >>"$run/../daemon.log" 2>&1 </dev/null &
+  until "$bin" -H "unix://$run/wharf.sock" version >/dev/null 2>&1; do sleep 0.02; done
+  exit 0
+fi
+
 # Internal: hyperfine's --prepare for the push runs (an empty registry each time).
 if [ "${1:-}" = "__reset" ]; then
   work=$2
@@ -29,7 +45,7 @@ if [ "${1:-}" = "__reset" ]; then
     kill "$(cat "$work/registry.pid")" 2>/dev/null || true
     while kill -0 "$(cat "$work/registry.pid")" 2>/dev/null; do sleep 0.05; done
   fi
-  rm -rf "$work/storage" "$work/pushroot/distribution/metadata.json"
+  rm -rf "$work/storage"
   mkdir -p "$work/storage"
   docker-registry serve "$work/registry.yml" >>"$work/registry.log" 2>&1 &
   echo $! >"$work/registry.pid"
@@ -46,6 +62,9 @@ if [ -n "${WHARF_BENCH_NO_DOCKER:-}" ] || ! command -v dockerd >/dev/null; then 
 work=$(mktemp -d /tmp/wharf-bench.XXXXXX)
 cleanup() {
   [ -f "$work/registry.pid" ] && kill "$(cat "$work/registry.pid")" 2>/dev/null || true
+  for run in "$work/wpull/run" "$work/wpush/run"; do
+    [ -f "$run/wharf.pid" ] && kill "$(cat "$run/wharf.pid")" 2>/dev/null || true
+  done
   if [ -n "${dockerd_pid:-}" ]; then
     kill "$dockerd_pid" 2>/dev/null || true
     wait "$dockerd_pid" 2>/dev/null || true
@@ -55,17 +74,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building the bench driver ($profile)"
+echo "== building wharf ($profile)"
 flag=
 [ "$profile" = release ] && flag=--release
-driver=$(cd "$repo" && cargo test -p wharf-engine --test distribution_bench $flag --no-run 2>&1 |
-  sed -n 's/.*Executable .*(\(.*distribution_bench-[0-9a-f]*\)).*/\1/p' | tail -1)
-[ -n "$driver" ] || { echo "pull-push: could not build the driver" >&2; exit 1; }
-driver="$repo/$driver"
-wharf() { # op root ref [archive]
-  WHARF_BENCH_OP=$1 WHARF_BENCH_ROOT=$2 WHARF_BENCH_REF=${3:-} WHARF_BENCH_ARCHIVE=${4:-} \
-    "$driver" --ignored --exact bench_driver --test-threads 1 -q --nocapture
-}
+(cd "$repo" && cargo build --locked $flag -q)
+bin="${CARGO_TARGET_DIR:-$repo/target}/$profile/wharf"
+[ -x "$bin" ] || { echo "pull-push: no wharf binary at $bin" >&2; exit 1; }
+wpull="$bin -H unix://$work/wpull/run/wharf.sock"
+wpush="$bin -H unix://$work/wpush/run/wharf.sock"
 
 echo "== starting docker-registry"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -103,7 +119,8 @@ du -sh "$work/oci" | sed 's/^/   compressed layout: /'
 skopeo copy -q --dest-tls-verify=false "oci:$work/oci:big" "docker://$reg/big:latest"
 # The same image uncompressed, for the push runs (a push compresses it, as docker's does).
 skopeo copy -q "oci:$work/oci:big" "docker-archive:$work/big.tar:$reg/big:latest"
-wharf load "$work/pushroot" "" "$work/big.tar" >/dev/null
+"$0" __wharfd "$bin" "$work/wpush/root" "$work/wpush/run" clean
+$wpush load -q -i "$work/big.tar" >/dev/null
 
 dk=
 if [ -n "$docker_too" ]; then
@@ -119,9 +136,8 @@ fi
 
 echo "== pull from the local registry on a clean root"
 args=(--runs "$runs" --export-markdown "$work/pull.md"
-  --prepare "rm -rf $work/wroot"
-  -n "wharf pull (engine driver)"
-  "WHARF_BENCH_OP=pull WHARF_BENCH_ROOT=$work/wroot WHARF_BENCH_REF=$reg/big:latest $driver --ignored --exact bench_driver --test-threads 1 -q"
+  --prepare "$0 __wharfd $bin $work/wpull/root $work/wpull/run clean"
+  -n "wharf pull" "$wpull pull -q $reg/big:latest"
   --prepare "rm -rf $work/skopeo-out"
   -n "skopeo copy to an OCI dir (download only)"
   "skopeo copy -q --src-tls-verify=false docker://$reg/big:latest oci:$work/skopeo-out:big")
@@ -133,9 +149,8 @@ hyperfine "${args[@]}"
 
 echo "== push to an empty registry"
 args=(--runs "$runs" --export-markdown "$work/push.md"
-  --prepare "$0 __reset $work"
-  -n "wharf push (engine driver)"
-  "WHARF_BENCH_OP=push WHARF_BENCH_ROOT=$work/pushroot WHARF_BENCH_REF=$reg/big:latest $driver --ignored --exact bench_driver --test-threads 1 -q")
+  --prepare "$0 __reset $work; $0 __wharfd $bin $work/wpush/root $work/wpush/run forget"
+  -n "wharf push" "$wpush push -q $reg/big:latest")
 if [ -n "$dk" ]; then
   $dk pull -q "$reg/big:latest" >/dev/null
   args+=(--prepare "$0 __reset $work" -n "docker push" "$dk push -q $reg/big:latest")

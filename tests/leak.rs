@@ -43,5 +43,39 @@ fn nothing_left_behind() {
             ));
         }
     }
+    // Network state of test daemons: their bridges are `wt<pid>-<n>` (and `wt-*`, `wh-*` for
+    // user networks), host veth ends `whv*`, nftables tables `wharf-wt*`.
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    for line in links.lines() {
+        let name = line.split(':').nth(1).unwrap_or_default().trim();
+        let name = name.split('@').next().unwrap_or_default();
+        if name.starts_with("wt") || name.starts_with("wh-") || name.starts_with("whv") {
+            leaks.push(format!("link: {name}"));
+        }
+    }
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    for t in tables.lines().filter(|t| t.contains("wharf-wt")) {
+        leaks.push(format!("nftables: {t}"));
+    }
+    let rules = std::process::Command::new("iptables")
+        .args(["-w", "-S", "FORWARD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    for r in rules.lines() {
+        if r.split_whitespace()
+            .any(|w| w.starts_with("wt") || w.starts_with("wh-"))
+        {
+            leaks.push(format!("iptables: {r}"));
+        }
+    }
     assert!(leaks.is_empty(), "left behind:\n{}", leaks.join("\n"));
 }

@@ -31,16 +31,24 @@ pub struct Daemon {
     pub root: PathBuf,
     pub run: PathBuf,
     child: Option<Child>,
+    /// This daemon's default bridge, its address and pool: parallel daemons must not share.
+    pub bridge: String,
+    pub bip: String,
+    pub pool: String,
 }
 
 impl Daemon {
     /// A daemon on fresh temporary root and run directories.
     pub fn start() -> Daemon {
         let base = unique_dir("wharf-test");
+        let (bridge, bip, pool) = unique_network();
         let mut d = Daemon {
             root: base.join("root"),
             run: base.join("run"),
             child: None,
+            bridge,
+            bip,
+            pool,
         };
         d.spawn();
         d
@@ -84,6 +92,8 @@ impl Daemon {
             .arg(&self.root)
             .arg("--run-root")
             .arg(&self.run)
+            .args(["--bridge", &self.bridge, "--bip", &self.bip])
+            .args(["--default-address-pool", &self.pool])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -98,6 +108,18 @@ impl Daemon {
                 self.daemon_log()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, as an operator stops it; with nothing running it removes its bridges and
+    /// firewall rules.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
         }
     }
 
@@ -154,7 +176,7 @@ impl Drop for Daemon {
             for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
                 let _ = self.wharf(&["rm", "-f", id]);
             }
-            self.kill9();
+            self.stop();
         }
         unmount_under(&self.root);
         let _ = std::fs::remove_dir_all(self.root.parent().unwrap());
@@ -176,6 +198,21 @@ pub fn unmount_under(dir: &Path) {
     for t in targets {
         let _ = Command::new("umount").arg("-l").arg(t).status();
     }
+}
+
+/// A bridge name, its gateway/prefix and a user-network pool no other test daemon of this
+/// run uses: 10.X.N.0/24 per daemon (X from the pid, N a counter), the lower half for the
+/// default bridge, the upper half cut into /28s for user networks.
+pub fn unique_network() -> (String, String, String) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 256;
+    let pid = std::process::id();
+    let x = 128 + pid % 64;
+    (
+        format!("wt{}-{n}", pid % 100_000),
+        format!("10.{x}.{n}.1/25"),
+        format!("base=10.{x}.{n}.128/25,size=28"),
+    )
 }
 
 pub fn unique_dir(prefix: &str) -> PathBuf {

@@ -17,9 +17,12 @@ fn busybox_rootfs_is_made() {
     assert!(list.lines().any(|l| l == "./bin/sh"), "{list}");
 }
 
+mod build;
 mod docker_cli;
 mod docker_py;
 mod limits;
+mod network;
+mod registry;
 mod restart;
 mod run;
 mod stats;

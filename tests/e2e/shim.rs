@@ -65,6 +65,7 @@ impl Bundle {
             etc_files: &[],
             cgroup_parent: "wharf",
             init_binary: host.init.unwrap_or(false).then_some(init),
+            netns: None,
         })
         .unwrap();
         std::fs::write(

@@ -63,6 +63,8 @@ pub struct Built {
     pub name: Option<String>,
     pub image: String,
     pub pull: Pull,
+    /// `--platform`, for the pull of a missing image.
+    pub platform: Option<String>,
     pub streams: Streams,
 }
 
@@ -307,6 +309,7 @@ pub fn build(
         stop_signal: c.stop_signal.clone(),
         stop_timeout: c.stop_timeout,
         host_config: Some(host_config),
+        networking_config: networking_config(c),
         ..Default::default()
     };
     Ok(Built {
@@ -314,6 +317,7 @@ pub fn build(
         name: c.name.clone(),
         image,
         pull,
+        platform: c.platform.clone(),
         streams,
     })
 }
@@ -543,6 +547,29 @@ fn split_proto<'a>(
 }
 
 /// `-p [ip:][hostPort:]containerPort[/proto]`, ranges allowed, into (port/proto, binding).
+/// `--network-alias`, `--ip`, `--mac-address`: the endpoint settings of `--network`.
+fn networking_config(c: &ContainerOpts) -> Option<wharf_api::models::NetworkingConfig> {
+    if c.network_alias.is_empty() && c.ip.is_none() && c.mac_address.is_none() {
+        return None;
+    }
+    let net = c.network.clone().unwrap_or_else(|| "default".into());
+    let ep = wharf_api::models::EndpointSettings {
+        aliases: (!c.network_alias.is_empty()).then(|| c.network_alias.clone()),
+        ipam_config: c
+            .ip
+            .clone()
+            .map(|ip| wharf_api::models::EndpointIpamConfig {
+                ipv4_address: Some(ip),
+                ..Default::default()
+            }),
+        mac_address: c.mac_address.clone(),
+        ..Default::default()
+    };
+    Some(wharf_api::models::NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(net, ep)])),
+    })
+}
+
 pub fn parse_publish(spec: &str) -> Result<Vec<(String, PortBinding)>, OptsError> {
     let (rest, proto) = split_proto(spec, "--publish", spec)?;
     // An IPv6 host address comes in brackets: [::1]:8080:80

@@ -14,8 +14,7 @@ use tokio::sync::mpsc;
 use crate::client::{self, Client, ClientError, Query, seg};
 use crate::format::{self, FormatError, Printer};
 use crate::opts::{
-    HistoryArgs, ImagePruneArgs, ImagesArgs, ImportArgs, LoadArgs, PullArgs, RmiArgs, SaveArgs,
-    TagArgs,
+    HistoryArgs, ImagePruneArgs, ImagesArgs, ImportArgs, LoadArgs, RmiArgs, SaveArgs, TagArgs,
 };
 use crate::stdio;
 use crate::units;
@@ -99,20 +98,6 @@ pub fn tagged(image: &str) -> String {
     }
 }
 
-/// The fully qualified form: `busybox` -> `docker.io/library/busybox`.
-fn qualified(name: &str) -> String {
-    let first = name.split('/').next().unwrap_or_default();
-    let has_domain =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    if has_domain {
-        name.to_string()
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    }
-}
-
 /// Prints a JSON message stream (pull, import, load) as docker does on a non-terminal;
 /// an `error` message fails the command.
 async fn show_messages(body: Incoming, to_stderr: bool, quiet: bool) -> Result<()> {
@@ -191,38 +176,6 @@ async fn show_messages(body: Incoming, to_stderr: bool, quiet: bool) -> Result<(
             return Ok(());
         }
     }
-}
-
-pub async fn pull(client: &Client, image: &str, quiet: bool, to_stderr: bool) -> Result<()> {
-    let (name, tag, digest) = format::split_ref(image);
-    let api_tag = digest
-        .clone()
-        .or(tag.clone())
-        .unwrap_or_else(|| "latest".into());
-    if tag.is_none() && digest.is_none() && !quiet && !to_stderr {
-        outln!("Using default tag: latest");
-    }
-    let path = Query::new()
-        .push("fromImage", &name)
-        .push("tag", &api_tag)
-        .path("/images/create");
-    let resp = client
-        .send(Method::POST, &path, client::empty(), None)
-        .await?;
-    show_messages(resp.into_body(), to_stderr, quiet).await?;
-    if !to_stderr {
-        let full = match digest {
-            Some(d) => format!("{}@{d}", qualified(&name)),
-            None => format!("{}:{api_tag}", qualified(&name)),
-        };
-        outln!("{full}");
-    }
-    Ok(())
-}
-
-pub async fn pull_cmd(client: &Client, a: PullArgs) -> Result<u8> {
-    pull(client, &a.image, a.quiet, false).await?;
-    Ok(0)
 }
 
 pub async fn list(client: &Client, a: ImagesArgs) -> Result<u8> {
@@ -591,9 +544,6 @@ mod tests {
         assert_eq!(tagged("busybox:1"), "busybox:1");
         assert_eq!(tagged("localhost:5000/x"), "localhost:5000/x:latest");
         assert_eq!(tagged("x@sha256:00"), "x@sha256:00");
-        assert_eq!(qualified("busybox"), "docker.io/library/busybox");
-        assert_eq!(qualified("me/app"), "docker.io/me/app");
-        assert_eq!(qualified("localhost:5000/app"), "localhost:5000/app");
         assert!(check_lowercase("Busybox:Latest").is_err());
         assert!(check_lowercase("busybox:Latest").is_ok());
     }

@@ -20,9 +20,13 @@ mod build;
 mod client;
 mod containers;
 mod createopts;
+mod credentials;
 mod format;
 mod images;
+mod networks;
 mod opts;
+mod progress;
+mod registry;
 mod run;
 mod stdio;
 mod system;
@@ -31,7 +35,7 @@ mod template;
 mod units;
 
 use client::{Client, ClientError, Target};
-use opts::{Cli, Cmd, ContainerCmd, ImageCmd, SystemCmd};
+use opts::{Cli, Cmd, ContainerCmd, ImageCmd, NetworkCmd, SystemCmd};
 
 /// Entry point for every `wharf` invocation that is not `shim` or `daemon`.
 pub fn main() -> ExitCode {
@@ -142,6 +146,10 @@ fn containers_daemon(e: &containers::ContainersError) -> bool {
     matches!(e, containers::ContainersError::Client(c) if is_daemon(c))
 }
 
+fn networks_daemon(e: &networks::NetworksError) -> bool {
+    matches!(e, networks::NetworksError::Client(c) if is_daemon(c))
+}
+
 fn system_daemon(e: &system::SystemError) -> bool {
     matches!(e, system::SystemError::Client(c) if is_daemon(c))
 }
@@ -160,6 +168,7 @@ async fn dispatch(client: &Client, cmd: Cmd) -> u8 {
             ImageCmd::Import(a) => Cmd::Import(a),
             ImageCmd::History(a) => Cmd::History(a),
             ImageCmd::Pull(a) => Cmd::Pull(a),
+            ImageCmd::Push(a) => Cmd::Push(a),
             ImageCmd::Build(a) => Cmd::Build(a),
             ImageCmd::Inspect(a) => {
                 let res = containers::inspect_objects(
@@ -212,6 +221,26 @@ async fn dispatch(client: &Client, cmd: Cmd) -> u8 {
         Cmd::System {
             cmd: SystemCmd::Info(a),
         } => Cmd::Info(a),
+        Cmd::Network { cmd } => {
+            use networks::NetworksError as NE;
+            let res = match cmd {
+                NetworkCmd::Create(a) => networks::create(client, a).await,
+                NetworkCmd::Ls(a) => networks::ls(client, a).await,
+                NetworkCmd::Inspect(a) => networks::inspect(client, a).await,
+                NetworkCmd::Rm(a) => networks::rm(client, a).await,
+                NetworkCmd::Prune(a) => networks::prune(client, a).await,
+                NetworkCmd::Connect(a) => networks::connect(client, a).await,
+                NetworkCmd::Disconnect(a) => networks::disconnect(client, a).await,
+            };
+            return outcome!(res, NE, networks_daemon);
+        }
+        Cmd::Port(a) => {
+            return outcome!(
+                networks::port(client, a).await,
+                networks::NetworksError,
+                networks_daemon
+            );
+        }
         other => other,
     };
     match cmd {
@@ -256,7 +285,26 @@ async fn dispatch(client: &Client, cmd: Cmd) -> u8 {
         Cmd::Tag(a) => outcome!(images::tag(client, a).await, IE, images_daemon),
         Cmd::Rmi(a) => outcome!(images::rmi(client, a).await, IE, images_daemon),
         Cmd::History(a) => outcome!(images::history(client, a).await, IE, images_daemon),
-        Cmd::Pull(a) => outcome!(images::pull_cmd(client, a).await, IE, images_daemon),
+        Cmd::Pull(a) => outcome!(
+            registry::pull_cmd(client, a).await,
+            registry::RegistryError,
+            registry::RegistryError::said_by_daemon
+        ),
+        Cmd::Push(a) => outcome!(
+            registry::push_cmd(client, a).await,
+            registry::RegistryError,
+            registry::RegistryError::said_by_daemon
+        ),
+        Cmd::Login(a) => outcome!(
+            registry::login(client, a).await,
+            registry::RegistryError,
+            registry::RegistryError::said_by_daemon
+        ),
+        Cmd::Logout(a) => outcome!(
+            registry::logout(a).await,
+            registry::RegistryError,
+            registry::RegistryError::said_by_daemon
+        ),
         Cmd::Build(a) => outcome!(
             build::build(client, a).await,
             build::BuildError,
@@ -269,6 +317,10 @@ async fn dispatch(client: &Client, cmd: Cmd) -> u8 {
         ),
         Cmd::Version(a) => outcome!(system::version(client, a).await, SE, system_daemon),
         Cmd::Info(a) => outcome!(system::info(client, a).await, SE, system_daemon),
-        Cmd::Image { .. } | Cmd::Container { .. } | Cmd::System { .. } => 1,
+        Cmd::Image { .. }
+        | Cmd::Container { .. }
+        | Cmd::System { .. }
+        | Cmd::Network { .. }
+        | Cmd::Port(_) => 1,
     }
 }

@@ -12,6 +12,7 @@ use crate::client::{Client, ClientError, Hijacked, Query, read_json, seg};
 use crate::createopts::{self, Built, OptsError, Pull, Streams};
 use crate::images;
 use crate::opts::{AttachArgs, CreateArgs, ExecArgs, RunArgs, StartArgs};
+use crate::registry::{self, PullOpts};
 use crate::stdio::{self, InputEnd, RawMode, StdioError};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +24,7 @@ pub enum RunError {
     #[error(transparent)]
     Stdio(#[from] StdioError),
     #[error(transparent)]
-    Pull(#[from] images::ImagesError),
+    Pull(#[from] registry::RegistryError),
     /// Starting failed; the exit code follows docker's reading of the message.
     #[error("{0}")]
     Start(ClientError, u8),
@@ -108,8 +109,13 @@ struct WaitError {
 }
 
 async fn create(client: &Client, built: &Built) -> Result<String, RunError> {
+    let pull = PullOpts {
+        to_stderr: true,
+        platform: built.platform.clone(),
+        ..Default::default()
+    };
     if built.pull == Pull::Always {
-        images::pull(client, &built.image, false, true).await?;
+        registry::pull(client, &built.image, &pull).await?;
     }
     let path = Query::new()
         .opt("name", built.name.as_deref())
@@ -125,7 +131,7 @@ async fn create(client: &Client, built: &Built) -> Result<String, RunError> {
                 "Unable to find image '{}' locally",
                 images::tagged(&built.image)
             );
-            images::pull(client, &built.image, false, true).await?;
+            registry::pull(client, &built.image, &pull).await?;
             client.post(&path, Some(&built.body)).await?
         }
         Err(e) => return Err(e.into()),

@@ -64,6 +64,18 @@ impl From<ImageError> for ApiError {
     }
 }
 
+impl From<wharf_engine::network::NetworkError> for ApiError {
+    fn from(e: wharf_engine::network::NetworkError) -> ApiError {
+        ApiError::from_kind(e.kind(), chain(&e))
+    }
+}
+
+impl From<wharf_engine::distribution::DistributionError> for ApiError {
+    fn from(e: wharf_engine::distribution::DistributionError) -> ApiError {
+        ApiError::from_kind(e.kind(), e.message())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status == StatusCode::NOT_MODIFIED {

@@ -1,11 +1,12 @@
 //! Docker's hijacked streams: answer `101 UPGRADED` (`Upgrade: tcp`), then the connection is a
 //! raw byte pipe between the client and a container's stdio.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The content type Docker uses: raw with a tty, multiplexed frames without.
 pub fn content_type(tty: bool) -> &'static str {
@@ -62,4 +63,36 @@ where
     let _ = client_w.flush().await;
     let _ = client_w.shutdown().await;
     input.abort();
+}
+
+/// For clients that did not ask for an upgrade: the stream `source` yields (the container's
+/// output) becomes the response body.
+pub fn body_response<S, F>(tty: bool, source: F) -> Response
+where
+    F: Future<Output = Option<S>> + Send + 'static,
+    S: AsyncRead + Unpin + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let Some(mut stream) = source.await else {
+            return;
+        };
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut resp = crate::body::stream(rx).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(tty)),
+    );
+    resp
 }

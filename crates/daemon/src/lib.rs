@@ -21,6 +21,10 @@ struct Options {
     run: PathBuf,
     cgroup_parent: String,
     debug: bool,
+    bridge: Option<String>,
+    bip: Option<String>,
+    pool: Option<String>,
+    mtu: Option<u32>,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
@@ -34,6 +38,10 @@ fn parse_args() -> anyhow::Result<Options> {
         run: env_path("WHARF_RUN", "/run/wharf"),
         cgroup_parent: "wharf".into(),
         debug: false,
+        bridge: None,
+        bip: None,
+        pool: None,
+        mtu: None,
     };
     let mut args = std::env::args().skip(2);
     while let Some(a) = args.next() {
@@ -52,9 +60,13 @@ fn parse_args() -> anyhow::Result<Options> {
             "--run-root" | "--exec-root" => o.run = value()?.into(),
             "--cgroup-parent" => o.cgroup_parent = value()?,
             "-D" | "--debug" => o.debug = true,
+            "-b" | "--bridge" => o.bridge = Some(value()?),
+            "--bip" => o.bip = Some(value()?),
+            "--default-address-pool" => o.pool = Some(value()?),
+            "--mtu" => o.mtu = Some(value()?.parse().context("--mtu")?),
             "-h" | "--help" => {
                 println!(
-                    "Usage: wharf daemon [--root DIR] [--run-root DIR] [--cgroup-parent NAME] [--debug]\n\nServe the Docker Engine API on <run-root>/wharf.sock."
+                    "Usage: wharf daemon [--root DIR] [--run-root DIR] [--cgroup-parent NAME] [--debug]\n                    [--bridge NAME] [--bip CIDR] [--default-address-pool base=CIDR,size=N] [--mtu N]\n\nServe the Docker Engine API on <run-root>/wharf.sock. Flags override <root>/daemon.json\n(keys: bridge, bip, default-address-pools, mtu)."
                 );
                 std::process::exit(0);
             }
@@ -64,6 +76,54 @@ fn parse_args() -> anyhow::Result<Options> {
     o.root = absolute(&o.root)?;
     o.run = absolute(&o.run)?;
     Ok(o)
+}
+
+/// The network options: `<root>/daemon.json` first, flags over it.
+fn network_options(o: &Options) -> anyhow::Result<wharf_engine::network::NetworkOptions> {
+    use wharf_engine::network::{AddressPool, NetworkOptions};
+    let mut n = NetworkOptions::default();
+    let mut bridge = None;
+    let mut bip = None;
+    let mut pool = None;
+    let mut mtu = None;
+    let path = o.root.join("daemon.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        bridge = v["bridge"].as_str().map(String::from);
+        bip = v["bip"].as_str().map(String::from);
+        mtu = v["mtu"].as_u64().map(|m| m as u32);
+        if let Some(p) = v["default-address-pools"]
+            .as_array()
+            .and_then(|a| a.first())
+        {
+            pool = Some(format!(
+                "base={},size={}",
+                p["base"].as_str().unwrap_or_default(),
+                p["size"].as_u64().unwrap_or(24)
+            ));
+        }
+    }
+    if let Some(b) = o.bridge.clone().or(bridge) {
+        if b.is_empty() || b.len() > 15 || b.contains(['/', ' ']) {
+            bail!("invalid bridge name: {b}");
+        }
+        n.bridge = b;
+    }
+    if let Some(b) = o.bip.clone().or(bip) {
+        n.bip = b.parse().with_context(|| format!("invalid --bip: {b}"))?;
+        if n.bip.addr() == n.bip.network() {
+            bail!("invalid --bip {b}: give the gateway address, e.g. 10.89.0.1/24");
+        }
+    }
+    if let Some(p) = o.pool.clone().or(pool) {
+        n.pool =
+            AddressPool::parse(&p).map_err(|e| anyhow::anyhow!("--default-address-pool: {e}"))?;
+    }
+    if let Some(m) = o.mtu.or(mtu) {
+        n.mtu = m;
+    }
+    Ok(n)
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -126,10 +186,12 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .context("writing the pid file")?;
 
+    let network = network_options(&opts)?;
     let engine = Engine::open(EngineConfig {
         root: opts.root.clone(),
         run: opts.run.clone(),
         cgroup_parent: opts.cgroup_parent,
+        network,
     })
     .await
     .context("opening the engine state")?;
@@ -138,7 +200,7 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
     set_mode(&sock, 0o660)?;
     tracing::info!(socket = %sock.display(), root = %opts.root.display(), "serving the Engine API");
 
-    let router = routes::router(engine);
+    let router = routes::router(engine.clone());
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -170,6 +232,7 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
         }
     }
     // Containers and their shims keep running; a restarted daemon reconnects to them.
+    engine.shutdown().await;
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(&pid_file);
     tracing::info!("stopped");

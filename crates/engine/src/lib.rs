@@ -8,6 +8,7 @@ pub mod error;
 pub mod image;
 mod images;
 pub mod meta;
+pub mod network;
 pub mod snapshot;
 pub mod util;
 
@@ -31,6 +32,8 @@ pub struct EngineConfig {
     pub run: PathBuf,
     /// The cgroup under which every container's cgroup is made.
     pub cgroup_parent: String,
+    /// The default bridge and the address pool.
+    pub network: network::NetworkOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,15 +48,25 @@ pub enum EngineError {
     Meta(#[from] meta::MetaError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    Distribution(#[from] distribution::DistributionError),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
 }
 
 /// The one entry point to images and containers.
 pub struct Engine {
     pub cfg: EngineConfig,
     pub images: Arc<ImageStore>,
+    /// The registry client: pull, push, login.
+    pub distribution: distribution::Distribution,
     meta: Arc<Meta>,
     containers: Mutex<Registry>,
+    pub networks: network::Networks,
     execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
+    builder: Arc<build::Builder>,
 }
 
 impl Engine {
@@ -67,15 +80,41 @@ impl Engine {
         }
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
-        let engine = Arc::new(Engine {
+        let networks = network::Networks::open(cfg.network.clone(), meta.clone()).await?;
+        let distribution = distribution::Distribution::new(images.clone(), &cfg.root)?;
+        let builder = build::Builder::new(images.clone(), &cfg.root)?;
+        let handle = tokio::runtime::Handle::current();
+        let engine = Arc::new_cyclic(|weak| Engine {
             cfg,
             images,
+            distribution,
             meta,
             containers: Mutex::new(Registry::default()),
+            networks,
             execs: Mutex::new(HashMap::new()),
+            builder: Arc::new(
+                builder
+                    .with_runner(build::run::runner(weak.clone(), handle.clone()))
+                    .with_puller(build::run::puller(weak.clone(), handle)),
+            ),
         });
         engine.recover().await?;
+        engine.remove_build_leftovers().await;
+        engine.networks.sync(&engine.live_veths()).await?;
         Ok(engine)
+    }
+
+    /// Called when the daemon stops: with no container running, the host's network state
+    /// (bridges, firewall rules, name servers) goes; a later start makes it again.
+    pub async fn shutdown(&self) {
+        let running = self
+            .registry()
+            .all()
+            .iter()
+            .any(|c| c.record().state.status.is_running());
+        if !running {
+            self.networks.shutdown().await;
+        }
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {

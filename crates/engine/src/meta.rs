@@ -4,6 +4,7 @@
 //! images      image id ("sha256:<hex>")      -> image::ImageRecord
 //! tags        reference ("repo:tag")          -> image id
 //! containers  container id (64 hex)           -> container::ContainerRecord
+//! networks    network id (64 hex)             -> network::NetworkRecord
 //! ```
 //! The daemon is the only process that opens the file; redb holds an exclusive lock on it.
 //!
@@ -60,16 +61,23 @@ pub enum Table {
     Images,
     Tags,
     Containers,
+    Networks,
 }
 
 impl Table {
-    const ALL: [Table; 3] = [Table::Images, Table::Tags, Table::Containers];
+    const ALL: [Table; 4] = [
+        Table::Images,
+        Table::Tags,
+        Table::Containers,
+        Table::Networks,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Table::Images => "images",
             Table::Tags => "tags",
             Table::Containers => "containers",
+            Table::Networks => "networks",
         }
     }
 
@@ -271,7 +279,7 @@ impl Meta {
 
     fn commit(&self, changes: Vec<Change>, durability: Durability) -> Result<(), MetaError> {
         let mut tx = self.db.begin_write()?;
-            tx.set_durability(durability)?;
+        tx.set_durability(durability)?;
         for change in &changes {
             match change {
                 Change::Put(table, key, value) => {

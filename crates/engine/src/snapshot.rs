@@ -199,12 +199,10 @@ pub fn mount_overlay_with(
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
-    mount_classic(lowers, upper, work, target, volatile).map_err(|classic| {
-        SnapshotError::Mount {
-            target: target.to_path_buf(),
-            new_api,
-            classic,
-        }
+    mount_classic(lowers, upper, work, target, volatile).map_err(|classic| SnapshotError::Mount {
+        target: target.to_path_buf(),
+        new_api,
+        classic,
     })
 }
 

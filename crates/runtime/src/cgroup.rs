@@ -159,6 +159,28 @@ impl Cgroup {
     pub fn remove(&self) -> Result<(), CgroupError> {
         self.manager()?.remove().map_err(|e| self.error(e))
     }
+
+    /// Kills whatever is left in the cgroup and removes it, retrying while the kernel still
+    /// counts exiting tasks (rmdir is EBUSY until they are gone). True when nothing remains.
+    pub fn kill_and_remove(&self) -> bool {
+        for attempt in 0..100u64 {
+            for dir in self.dirs() {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            let _ = self.remove();
+            if self.dirs().is_empty() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5 * (attempt + 1).min(10)));
+        }
+        false
+    }
 }
 
 /// The `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).

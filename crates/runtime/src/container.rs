@@ -29,6 +29,19 @@ pub enum RuntimeError {
     },
 }
 
+/// libcontainer's own cleanup after a failed create can lose the race with the exiting init
+/// (rmdir of a cgroup is EBUSY until its tasks are gone); finish it so nothing is left.
+fn clean_failed_create(bundle: &Path, state_root: &Path, id: &str) {
+    let cgroups_path = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .and_then(|spec| spec["linux"]["cgroupsPath"].as_str().map(String::from));
+    if let Some(path) = cgroups_path {
+        crate::cgroup::Cgroup::system(path).kill_and_remove();
+    }
+    let _ = std::fs::remove_dir_all(state_root.join(id));
+}
+
 impl RuntimeError {
     fn from_youki(e: &dyn std::error::Error) -> RuntimeError {
         RuntimeError::Runtime(flatten(e))
@@ -153,13 +166,19 @@ impl Container {
             source,
         })?;
         let seccomp = seccomp_of(opts.bundle)?;
-        let inner = builder(opts.id, opts.state_root, opts.stdio, seccomp)?
+        let built = builder(opts.id, opts.state_root, opts.stdio, seccomp)?
             .as_init(opts.bundle)
             .with_systemd(false)
             .with_detach(true)
-            .build()
-            .map_err(|e| RuntimeError::from_youki(&e))?;
-        Ok(Container { inner })
+            .build();
+        match built {
+            Ok(inner) => Ok(Container { inner }),
+            Err(e) => {
+                let err = RuntimeError::from_youki(&e);
+                clean_failed_create(opts.bundle, opts.state_root, opts.id);
+                Err(err)
+            }
+        }
     }
 
     /// Loads a container libcontainer knows from its state.

@@ -10,8 +10,11 @@
 //!
 //! Loading a filter without `no_new_privs` needs CAP_SYS_ADMIN, which containers normally do
 //! not hold by then. A bundle with a precompiled filter therefore carries CAP_SYS_ADMIN in its
-//! effective and permitted sets only (never in the bounding set, so an exec could not keep it);
-//! right after loading, the runtime drops it again unless the bounding set holds it.
+//! effective and permitted sets only (never in the bounding, inheritable or ambient sets). Right
+//! after loading, the runtime drops it from every set unless the bounding set holds it, reads
+//! the sets back and fails the start if it is still there. Even a filter that fakes success
+//! for capset(2) cannot leave it to the workload: execve(2) recomputes the permitted set from
+//! the bounding, inheritable and ambient sets, none of which holds it.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek};
@@ -242,14 +245,33 @@ pub fn from_spec(spec: &Spec) -> Result<Option<Program>, SeccompError> {
     read(Path::new(path), flags).map(Some)
 }
 
-/// Loads `program` into the calling thread, then drops CAP_SYS_ADMIN from the effective and
-/// permitted sets unless the bounding set holds it (see the module documentation).
+/// Loads `program` into the calling thread, then drops CAP_SYS_ADMIN from every set unless the
+/// bounding set holds it (see the module documentation), and checks that it is gone: a process
+/// that could keep it fails here instead of running the workload.
 pub(crate) fn install(program: &Program) -> std::io::Result<()> {
+    use caps::{CapSet, Capability};
     crate::sys::seccomp_set_filter(&program.code, program.flags)?;
-    let admin = caps::Capability::CAP_SYS_ADMIN;
-    if !caps::has_cap(None, caps::CapSet::Bounding, admin).map_err(std::io::Error::other)? {
-        for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+    let admin = Capability::CAP_SYS_ADMIN;
+    if caps::has_cap(None, CapSet::Bounding, admin).map_err(std::io::Error::other)? {
+        return Ok(());
+    }
+    // Ambient first: it must stay a subset of permitted and inheritable.
+    let sets = [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ];
+    for set in sets {
+        if caps::has_cap(None, set, admin).map_err(std::io::Error::other)? {
             caps::drop(None, set, admin).map_err(std::io::Error::other)?;
+        }
+    }
+    for set in sets {
+        if caps::has_cap(None, set, admin).map_err(std::io::Error::other)? {
+            return Err(std::io::Error::other(format!(
+                "CAP_SYS_ADMIN still in the {set:?} set after loading the filter"
+            )));
         }
     }
     Ok(())

@@ -127,7 +127,7 @@ pub fn loopback_up() -> io::Result<()> {
 /// with `seccomp(SECCOMP_SET_MODE_FILTER, flags)`.
 pub fn seccomp_set_filter(code: &[u8], flags: u32) -> io::Result<()> {
     const RECORD: usize = std::mem::size_of::<libc::sock_filter>();
-    if code.is_empty() || code.len() % RECORD != 0 {
+    if code.is_empty() || !code.len().is_multiple_of(RECORD) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "a seccomp program is a whole number of instructions",
@@ -223,7 +223,8 @@ fn clean_file_mappings(smaps: &str) -> Vec<Mapping> {
         let Some(first) = words.next() else { continue };
         if let Some((a, b)) = first.split_once('-')
             && !first.ends_with(':')
-            && let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            && let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
         {
             flush(&mut cur, &mut out);
             let perms = words.next().unwrap_or("");
@@ -231,12 +232,11 @@ fn clean_file_mappings(smaps: &str) -> Vec<Mapping> {
             let path = words.next().unwrap_or("");
             let ok = !perms.contains('w') && inode != "0" && path.starts_with('/');
             cur = Some((Mapping { start, end }, ok));
-        } else if first == "Anonymous:" {
-            if let Some((_, ok)) = cur.as_mut()
-                && words.next() != Some("0")
-            {
-                *ok = false;
-            }
+        } else if first == "Anonymous:"
+            && let Some((_, ok)) = cur.as_mut()
+            && words.next() != Some("0")
+        {
+            *ok = false;
         }
     }
     flush(&mut cur, &mut out);

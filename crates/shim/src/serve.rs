@@ -598,11 +598,13 @@ impl Shim {
             .and_then(|c| c.oom_kills().ok())
             .unwrap_or(0)
             > 0;
-        if self.container.delete(true).is_err() {
-            // Leave nothing behind even when libcontainer's delete stumbles.
-            if let Some(cg) = &self.cgroup {
-                let _ = cg.remove();
-            }
+        let deleted = self.container.delete(true).is_ok();
+        // Leave nothing behind even when libcontainer's delete stumbles or loses the race with
+        // tasks still exiting.
+        if let Some(cg) = &self.cgroup
+            && (!deleted || !cg.dirs().is_empty())
+        {
+            cg.kill_and_remove();
         }
         self.reap();
         let finished_at = now();

@@ -197,31 +197,10 @@ async fn attach(
             });
             Ok(hijack::switching(tty))
         }
-        None => {
-            // No upgrade asked for: stream the output as the response body.
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(async move {
-                let Ok(stream) = connect.await else { return };
-                let (mut r, _w) = tokio::io::split(stream);
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match tokio::io::AsyncReadExt::read(&mut r, &mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
-            let mut resp = body::stream(rx).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(hijack::content_type(tty)),
-            );
-            Ok(resp)
-        }
+        None => Ok(hijack::body_response(
+            tty,
+            async move { connect.await.ok() },
+        )),
     }
 }
 
@@ -230,8 +209,7 @@ async fn resize(
     Path(id): Path<String>,
     Query(q): Query<Params>,
 ) -> ApiResult<StatusCode> {
-    let h = q.int("h")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
-    let w = q.int("w")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
+    let (h, w) = q.size()?;
     e.resize(&id, h, w).await?;
     Ok(StatusCode::OK)
 }

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,7 +12,7 @@ use wharf_engine::container::ExecStart;
 
 use super::{Params, json_body};
 use crate::error::{ApiError, ApiResult};
-use crate::{SharedEngine, body, hijack};
+use crate::{SharedEngine, hijack};
 
 pub fn routes() -> Router<SharedEngine> {
     Router::new()
@@ -73,28 +73,7 @@ async fn start(
     let Some(stream) = e.exec_start(&id, start).await? else {
         return Ok(StatusCode::OK.into_response());
     };
-    // No upgrade asked for: stream the output as the response body.
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        let (mut r, _w) = tokio::io::split(stream);
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match tokio::io::AsyncReadExt::read(&mut r, &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    let mut resp = body::stream(rx).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(hijack::content_type(tty)),
-    );
-    Ok(resp)
+    Ok(hijack::body_response(tty, async move { Some(stream) }))
 }
 
 async fn inspect(State(e): State<SharedEngine>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -106,8 +85,7 @@ async fn resize(
     Path(id): Path<String>,
     Query(q): Query<Params>,
 ) -> ApiResult<StatusCode> {
-    let h = q.int("h")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
-    let w = q.int("w")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
+    let (h, w) = q.size()?;
     e.exec_resize(&id, h, w).await?;
     Ok(StatusCode::OK)
 }

@@ -3,7 +3,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -65,25 +65,14 @@ fn json_stream(rx: mpsc::Receiver<Bytes>) -> Response {
     resp
 }
 
-/// `POST /images/create`: `fromSrc=-` imports the request body; `fromImage` pulls (no
-/// registry client yet).
+/// `POST /images/create`: `fromSrc=-` imports the request body; `fromImage` pulls.
 async fn create(
     State(e): State<SharedEngine>,
     Query(q): Query<Params>,
     req: Request,
 ) -> ApiResult<Response> {
-    if let Some(image) = q.get("fromImage").filter(|s| !s.is_empty()) {
-        let tag = q.get("tag").filter(|t| !t.is_empty());
-        let name = match tag {
-            Some(t) if !image.contains('@') => format!("{image}:{t}"),
-            _ => image.to_string(),
-        };
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "pull access denied for {name}: wharf has no registry client yet; use wharf load or wharf import"
-            ),
-        ));
+    if q.get("fromImage").is_some_and(|s| !s.is_empty()) {
+        return super::distribution::pull(e, &q, req.headers()).await;
     }
     let src = q.get("fromSrc").unwrap_or("");
     if src != "-" {
@@ -217,11 +206,12 @@ async fn get_named(
     ))
 }
 
-/// `POST /images/{name}/tag?repo=&tag=`.
+/// `POST /images/{name}/tag?repo=&tag=`, `POST /images/{name}/push?tag=`.
 async fn post_named(
     State(e): State<SharedEngine>,
     Path(rest): Path<String>,
     Query(q): Query<Params>,
+    headers: HeaderMap,
     _body: Body,
 ) -> ApiResult<Response> {
     if let Some(name) = rest.strip_suffix("/tag") {
@@ -236,11 +226,8 @@ async fn post_named(
         blocking(move || e.images.tag(&name, &target)).await?;
         return Ok(StatusCode::CREATED.into_response());
     }
-    if rest.ends_with("/push") {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "push is not supported yet: wharf has no registry client",
-        ));
+    if let Some(name) = rest.strip_suffix("/push") {
+        return super::distribution::push(e, name, &q, &headers).await;
     }
     Err(ApiError::new(
         StatusCode::NOT_FOUND,

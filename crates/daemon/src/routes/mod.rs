@@ -1,8 +1,11 @@
 //! The routes: one module per API area. Handlers parse, call the engine, render.
 
+mod build;
 mod containers;
+mod distribution;
 mod exec;
 mod images;
+mod networks;
 mod system;
 
 use axum::Router;
@@ -19,6 +22,9 @@ pub fn router(engine: SharedEngine) -> Router {
         .merge(containers::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(networks::routes())
+        .merge(distribution::routes())
+        .merge(build::routes())
         .fallback(|req: Request<Body>| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -103,6 +109,14 @@ impl Params {
                 .map(Some)
                 .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v}"))),
         }
+    }
+
+    /// A tty size from `h` and `w`.
+    pub fn size(&self) -> Result<(u16, u16), ApiError> {
+        let dim = |k| -> Result<u16, ApiError> {
+            Ok(self.int(k)?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16)
+        };
+        Ok((dim("h")?, dim("w")?))
     }
 
     pub fn filters(&self) -> Result<wharf_api::Filters, ApiError> {

@@ -16,6 +16,7 @@ pub mod commit;
 pub mod ignore;
 pub mod layer;
 pub mod parse;
+pub(crate) mod run;
 pub mod shell;
 mod step;
 pub mod tree;
@@ -34,6 +35,7 @@ use crate::image::config::{ConfigDoc, host_arch};
 use crate::image::{ImageError, ImageStore, LayerRecord, Reference};
 
 pub use parse::{Dockerfile, parse};
+pub use run::BUILD_LABEL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -51,6 +53,8 @@ pub enum BuildError {
     RunFailed { line: usize, code: i64, cmd: String },
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
     #[error("{context}")]
     Io {
         context: String,
@@ -69,6 +73,7 @@ impl BuildError {
             | BuildError::RunFailed { .. } => ErrorKind::Invalid,
             BuildError::NotFound(_) => ErrorKind::NotFound,
             BuildError::Image(e) => e.kind(),
+            BuildError::Container(e) => e.kind(),
             BuildError::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -211,6 +216,8 @@ pub struct Builder {
     runner: Option<Arc<Runner>>,
     puller: Option<Arc<Puller>>,
     hashes: tree::HashCache,
+    /// Image records made for RUN containers, with how many steps use each.
+    step_images: Mutex<HashMap<String, usize>>,
 }
 
 /// What stages wait on: each needed stage's result once it has one.
@@ -247,6 +254,7 @@ impl Builder {
             runner: None,
             puller: None,
             hashes,
+            step_images: Mutex::new(HashMap::new()),
         })
     }
 

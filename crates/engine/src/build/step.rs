@@ -14,8 +14,8 @@ use super::{
     Args, BuildError, BuildOptions, Builder, Event, Results, RunMount, RunSpec, State, key_of, tree,
 };
 use crate::content::Digest;
-use crate::image::LayerRecord;
 use crate::image::config::{ConfigDoc, History, ImageConfig, host_arch};
+use crate::image::{ImageStore, LayerRecord};
 
 mod copy;
 
@@ -927,8 +927,8 @@ impl Builder {
         mut spec: RunSpec,
         created_by: String,
     ) -> Result<State, BuildError> {
-        let image = self.images.commit_built(&st.doc, &st.layers, &[])?;
-        spec.image = image.id.clone();
+        let image = self.hold_step_image(st)?;
+        spec.image = image.clone();
         let n = ctx.n;
         let events = ctx.events;
         let mut pending = Vec::new();
@@ -952,13 +952,13 @@ impl Builder {
         let done = match done {
             Ok(d) => d,
             Err(e) => {
-                let _ = self.images.drop_step_image(&image.id);
+                self.release_step_image(&image);
                 return Err(step_err(line, format!("RUN: {e}")));
             }
         };
         if done.exit_code != 0 {
             (done.cleanup)();
-            let _ = self.images.drop_step_image(&image.id);
+            self.release_step_image(&image);
             return Err(BuildError::RunFailed {
                 line,
                 code: done.exit_code,
@@ -971,8 +971,39 @@ impl Builder {
             super::layer::write_upper(&upper, epoch, w).map(|_| ())
         });
         (done.cleanup)();
-        let _ = self.images.drop_step_image(&image.id);
+        self.release_step_image(&image);
         next
+    }
+
+    /// An image record of the stage's state for a RUN container. Stages running at once
+    /// may need the same one, and it may be an image the user has: it is counted, and only
+    /// a record a build made is dropped, once no step uses it.
+    fn hold_step_image(&self, st: &State) -> Result<String, BuildError> {
+        let mut held = self.step_images.lock().unwrap_or_else(|e| e.into_inner());
+        let id = ImageStore::built_id(&st.doc, &st.layers)?;
+        let ours = match held.get_mut(&id) {
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None => !self.images.has_record(&id),
+        };
+        self.images.commit_built(&st.doc, &st.layers, &[])?;
+        if ours {
+            held.entry(id.clone()).or_insert(1);
+        }
+        Ok(id)
+    }
+
+    fn release_step_image(&self, id: &str) {
+        let mut held = self.step_images.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(id);
+                let _ = self.images.drop_step_image(id);
+            }
+        }
     }
 
     fn run_mounts(

@@ -30,8 +30,21 @@ impl Engine {
             return Err(ContainerError::BadName(n.to_string()));
         }
         let image = self.images.resolve(&image_ref)?;
+        let host_arch = crate::image::config::host_arch();
+        let arch = match image.architecture.as_str() {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        };
+        // Without emulation a foreign binary fails at exec with a bare "exec format error".
+        if !arch.is_empty() && arch != host_arch {
+            return Err(ContainerError::Invalid(format!(
+                "image {image_ref} is for platform linux/{arch}, this machine is linux/{host_arch}: wharf cannot run it"
+            )));
+        }
         let mut host = body.host_config.clone().unwrap_or_default();
         validate_host_config(&mut host)?;
+        let network = self.plan_network(&mut host, &body)?;
 
         let id = random_id();
         let mut config = merge_config(&body, &image.config);
@@ -72,6 +85,7 @@ impl Engine {
             restart_count: 0,
             manually_stopped: false,
             warnings: Vec::new(),
+            network,
         };
 
         // Reserve the name and store the record under the registry lock, so two creates with
@@ -107,6 +121,42 @@ impl Engine {
             id,
             warnings: Vec::new(),
         })
+    }
+}
+
+impl Engine {
+    /// Resolves the network mode and endpoints, and checks the published ports.
+    fn plan_network(
+        &self,
+        host: &mut models::HostConfig,
+        body: &ContainerCreateBody,
+    ) -> Result<crate::network::ContainerNetwork, ContainerError> {
+        let mode = host.network_mode.clone().unwrap_or_default();
+        if let Some(other) = mode.strip_prefix("container:") {
+            let target = self.registry().lookup(other)?;
+            host.network_mode = Some(format!("container:{}", target.id()));
+            return Ok(Default::default());
+        }
+        let configs = body
+            .networking_config
+            .as_ref()
+            .and_then(|n| n.endpoints_config.clone())
+            .unwrap_or_default();
+        let (mode, net) = self.networks.plan(&mode, &configs)?;
+        crate::network::ports::wanted(host.port_bindings.as_ref(), false, &[])?;
+        for extra in host.extra_hosts.iter().flatten() {
+            let (name, ip) = extra.split_once(':').ok_or_else(|| {
+                ContainerError::Invalid(format!("invalid argument \"{extra}\" for \"--add-host\""))
+            })?;
+            if name.is_empty() || (ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err())
+            {
+                return Err(ContainerError::Invalid(format!(
+                    "invalid IP address in add-host: \"{ip}\""
+                )));
+            }
+        }
+        host.network_mode = Some(mode);
+        Ok(net)
     }
 }
 
@@ -236,14 +286,8 @@ fn validate_host_config(host: &mut models::HostConfig) -> Result<(), ContainerEr
     {
         *cap = spec::validate_capability(cap)?;
     }
-    match host.network_mode.as_deref() {
-        None | Some("") => host.network_mode = Some("default".into()),
-        Some("none" | "host" | "default" | "bridge") => {}
-        Some(other) => {
-            return Err(ContainerError::Invalid(format!(
-                "network {other} not found"
-            )));
-        }
+    if host.network_mode.as_deref().unwrap_or("").is_empty() {
+        host.network_mode = Some("default".into());
     }
     if let Some(cpus) = host.nano_cpus
         && cpus < 0

@@ -23,6 +23,53 @@ impl Status {
 }
 
 impl Engine {
+    /// `NetworkSettings.Networks`, `.Ports` and the sandbox key, as Docker shows them.
+    pub(super) fn network_settings(
+        &self,
+        r: &ContainerRecord,
+    ) -> (
+        HashMap<String, models::EndpointSettings>,
+        models::PortMap,
+        String,
+    ) {
+        let mode = r.host_config.network_mode.clone().unwrap_or_default();
+        let mut networks = HashMap::new();
+        for ep in &r.network.endpoints {
+            networks.insert(ep.network.clone(), ep.settings());
+        }
+        if r.network.endpoints.is_empty() && !mode.starts_with("container:") {
+            let id = self
+                .networks
+                .lookup(&mode)
+                .map(|n| n.id)
+                .unwrap_or_default();
+            networks.insert(
+                mode.clone(),
+                models::EndpointSettings {
+                    network_id: Some(id),
+                    ..Default::default()
+                },
+            );
+        }
+        let running = r.state.status.is_running();
+        let ports = if mode == "host" || mode == "none" || mode.starts_with("container:") {
+            HashMap::new()
+        } else {
+            let exposed = r.config.exposed_ports.clone().unwrap_or_default();
+            let mut ports = crate::network::ports::port_map(&exposed, &r.network.ports);
+            if !running {
+                ports.clear();
+            }
+            ports
+        };
+        let sandbox = if running && r.state.pid != 0 {
+            format!("/proc/{}/ns/net", r.state.pid)
+        } else {
+            String::new()
+        };
+        (networks, ports, sandbox)
+    }
+
     pub fn inspect(
         self: &Arc<Self>,
         key: &str,
@@ -47,13 +94,7 @@ impl Engine {
             "MergedDir".to_string(),
             paths.rootfs().display().to_string(),
         );
-        let network_mode = r.host_config.network_mode.clone().unwrap_or_default();
-        let mut networks = HashMap::new();
-        if network_mode != "none" && network_mode != "host" {
-            networks.insert("none".to_string(), models::EndpointSettings::default());
-        } else {
-            networks.insert(network_mode.clone(), models::EndpointSettings::default());
-        }
+        let (networks, ports, sandbox) = self.network_settings(r);
         ContainerInspectResponse {
             id: Some(r.id.clone()),
             created: Some(r.created.clone()),
@@ -94,9 +135,13 @@ impl Engine {
             mounts: Some(Vec::new()),
             config: Some(r.config.clone()),
             network_settings: Some(models::NetworkSettings {
-                sandbox_id: Some(String::new()),
-                sandbox_key: Some(String::new()),
-                ports: Some(HashMap::new()),
+                sandbox_id: Some(if sandbox.is_empty() {
+                    String::new()
+                } else {
+                    r.id.clone()
+                }),
+                sandbox_key: Some(sandbox),
+                ports: Some(ports),
                 networks: Some(networks),
             }),
             ..Default::default()

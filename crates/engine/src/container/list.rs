@@ -51,7 +51,16 @@ impl Engine {
             if !matches_filters(&r, filters, &ancestors) {
                 continue;
             }
-            out.push(summary(&r, now));
+            let mut s = summary(&r, now);
+            let (networks, _, _) = self.network_settings(&r);
+            s.network_settings = Some(models::ContainerSummaryNetworkSettings {
+                networks: Some(networks),
+            });
+            if r.state.status.is_running() {
+                let exposed = r.config.exposed_ports.clone().unwrap_or_default();
+                s.ports = Some(crate::network::ports::summaries(&exposed, &r.network.ports));
+            }
+            out.push(s);
             if limit.is_some_and(|n| out.len() >= n) {
                 break;
             }
@@ -88,7 +97,13 @@ fn matches_filters(r: &ContainerRecord, filters: &Filters, ancestors: &[String])
                     }
                 }
                 "ancestor" => ancestors.contains(&r.image_id) || &r.image_ref == v,
-                "network" => r.host_config.network_mode.as_deref() == Some(v.as_str()),
+                "network" => {
+                    r.host_config.network_mode.as_deref() == Some(v.as_str())
+                        || r.network
+                            .endpoints
+                            .iter()
+                            .any(|e| &e.network == v || e.network_id.starts_with(v.as_str()))
+                }
                 _ => true,
             })
     })

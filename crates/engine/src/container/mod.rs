@@ -76,6 +76,8 @@ pub enum ContainerError {
     Meta(#[from] crate::meta::MetaError),
     #[error(transparent)]
     Cgroup(#[from] wharf_runtime::cgroup::CgroupError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("container files")]
     Io(#[from] std::io::Error),
 }
@@ -91,6 +93,7 @@ impl ContainerError {
             | ContainerError::StartFailed(_) => ErrorKind::Invalid,
             ContainerError::NotModified(_) => ErrorKind::NotModified,
             ContainerError::Image(e) => e.kind(),
+            ContainerError::Network(e) => e.kind(),
             ContainerError::Spec(_) | ContainerError::Shim(shim::ShimError::Start(_)) => {
                 ErrorKind::Invalid
             }
@@ -227,6 +230,9 @@ pub struct ContainerRecord {
     /// Warnings from building the runtime spec, reported once by create or start.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Network endpoints and, while running, addresses and published ports.
+    #[serde(default)]
+    pub network: crate::network::ContainerNetwork,
 }
 
 impl ContainerRecord {
@@ -251,7 +257,7 @@ pub struct Lifecycle {
 pub struct Container {
     record: Mutex<ContainerRecord>,
     /// Serialises the verbs on this container.
-    op: tokio::sync::Mutex<()>,
+    pub(crate) op: tokio::sync::Mutex<()>,
     lifecycle: tokio::sync::watch::Sender<Lifecycle>,
     pending: attach::PendingAttaches,
     /// The delay before the next restart by policy; doubles on each quick failure.

@@ -35,6 +35,9 @@ impl Engine {
         if let Err(e) = snapshot::unmount(&paths.rootfs()) {
             tracing::warn!(container = %id, error = %e, "unmounting rootfs");
         }
+        let mut net = c.record().network.clone();
+        self.networks.release(&id, &mut net).await;
+        c.record().network = net;
         let (code, oom, finished) = match exit {
             Some(r) => (r.exit_code, r.oom_killed, r.finished_at),
             None => (255, false, now_rfc3339()),
@@ -154,6 +157,7 @@ impl Engine {
             match status {
                 Status::Running | Status::Paused => {
                     if shim::is_alive(&run_dir).await {
+                        self.networks.restore(&id, &c.record().network);
                         self.spawn_monitor(c);
                     } else {
                         let exit = shim::read_exit(&run_dir);

@@ -32,6 +32,8 @@ impl Engine {
             let _ = exits.changed().await;
         }
         c.record().state.status = Status::Removing;
+        let mut net = c.record().network.clone();
+        self.networks.release(&id, &mut net).await;
         let paths = self.container_paths(&id);
         snapshot::unmount(&paths.rootfs())?;
         for dir in [&paths.dir, &paths.run_dir] {

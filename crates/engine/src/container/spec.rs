@@ -55,6 +55,8 @@ pub struct SpecInput<'a> {
     pub cgroup_parent: &'a str,
     /// The binary `--init` runs as pid 1 (tini).
     pub init_binary: Option<&'a Path>,
+    /// A network namespace to join (`--network container:<id>`) instead of a new one.
+    pub netns: Option<&'a Path>,
 }
 
 /// What an exec's process is built from; the rest comes from the container's spec.
@@ -829,7 +831,7 @@ fn security_opts(opts: &[String]) -> Result<SecurityOpts, SpecError> {
     Ok(s)
 }
 
-fn namespaces(host: &HostConfig) -> Vec<LinuxNamespace> {
+fn namespaces(host: &HostConfig, netns: Option<&Path>) -> Vec<LinuxNamespace> {
     let ns = |t: LinuxNamespaceType| {
         let mut n = LinuxNamespace::default();
         n.set_typ(t);
@@ -842,7 +844,9 @@ fn namespaces(host: &HostConfig) -> Vec<LinuxNamespace> {
         ns(LinuxNamespaceType::Mount),
     ];
     if host.network_mode.as_deref() != Some("host") {
-        v.push(ns(LinuxNamespaceType::Network));
+        let mut n = ns(LinuxNamespaceType::Network);
+        n.set_path(netns.map(Path::to_path_buf));
+        v.push(n);
     }
     use wharf_api::models::HostConfigCgroupnsModeEnum as Mode;
     let private_cgroupns = match host.cgroupns_mode {
@@ -996,7 +1000,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>), SpecError> {
     let sysctl: HashMap<String, String> = host.sysctls.clone().unwrap_or_default();
 
     let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces(host))
+        .namespaces(namespaces(host, input.netns))
         .cgroups_path(PathBuf::from(wharf_runtime::cgroup::container_path(
             input.cgroup_parent,
             input.id,
@@ -1056,7 +1060,13 @@ pub fn precompile_seccomp(spec: &mut Spec, cache: &Path) -> Result<(), SpecError
             .map_err(|e| SpecError::Invalid(error_chain(&e)))?;
         std::fs::create_dir_all(cache).map_err(io(format!("creating {}", cache.display())))?;
         let tmp = cache.join(format!("{key}.{}.tmp", crate::content::random_name()));
-        std::fs::write(&tmp, &program.code).map_err(io(format!("writing {}", tmp.display())))?;
+        // Synced: a program cut short by a crash would be trusted by every later start.
+        let write = |tmp: &Path| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(tmp)?;
+            std::io::Write::write_all(&mut f, &program.code)?;
+            f.sync_all()
+        };
+        write(&tmp).map_err(io(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io(format!("writing {}", path.display())))?;
     }
     let flags = wharf_runtime::seccomp::flags(&profile);

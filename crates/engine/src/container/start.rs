@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::spec::{self, SpecInput};
 use super::{Container, ContainerError, ContainerPaths, ContainerRecord, Status, shim};
 use crate::meta::Table;
-use crate::util::{ZERO_TIME, now_rfc3339};
+use crate::util::{ZERO_TIME, now_rfc3339, write_atomic};
 use crate::{Engine, snapshot};
 
 /// The exit code Docker records when the runtime could not start the process.
@@ -65,7 +65,8 @@ impl Engine {
                 let snapshot = r.clone();
                 drop(r);
                 // A restarted daemon finds a running container by its shim (recover).
-                self.meta.put_soon(Table::Containers, &snapshot.id, &snapshot)?;
+                self.meta
+                    .put_soon(Table::Containers, &snapshot.id, &snapshot)?;
                 self.spawn_monitor(c.clone());
                 Ok(())
             }
@@ -98,7 +99,47 @@ impl Engine {
         rec: &ContainerRecord,
         paths: &ContainerPaths,
     ) -> Result<u32, ContainerError> {
-        let etc_files = self.write_etc_files(rec, paths)?;
+        let mut net = rec.network.clone();
+        let exposed = rec.config.exposed_ports.clone().unwrap_or_default();
+        let wanted = crate::network::ports::wanted(
+            rec.host_config.port_bindings.as_ref(),
+            rec.host_config.publish_all_ports.unwrap_or(false),
+            &exposed,
+        )?;
+        let wanted = if net.endpoints.is_empty() {
+            Vec::new()
+        } else {
+            wanted
+        };
+        self.networks.reserve(
+            &crate::network::Attach {
+                id: &rec.id,
+                name: &rec.name,
+                ports: &wanted,
+            },
+            &mut net,
+        )?;
+        match self.launch_networked(c, rec, paths, &mut net).await {
+            Ok(pid) => {
+                c.record().network = net;
+                Ok(pid)
+            }
+            Err(e) => {
+                self.networks.release(&rec.id, &mut net).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn launch_networked(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        rec: &ContainerRecord,
+        paths: &ContainerPaths,
+        net: &mut crate::network::ContainerNetwork,
+    ) -> Result<u32, ContainerError> {
+        let netns = self.joined_netns(rec)?;
+        let etc_files = self.write_etc_files(rec, paths, net)?;
         let init = rec
             .host_config
             .init
@@ -132,6 +173,7 @@ impl Engine {
             etc_files: &etc_files,
             cgroup_parent: &self.cfg.cgroup_parent,
             init_binary: init.as_deref(),
+            netns: netns.as_deref(),
         };
         let (mut oci, warnings) = spec::build(&input)?;
         spec::precompile_seccomp(&mut oci, &self.cfg.run.join("seccomp"))?;
@@ -158,9 +200,40 @@ impl Engine {
             stdin_once: rec.config.stdin_once.unwrap_or(false),
         })
         .await?;
+        if let Err(e) = self.networks.wire(&rec.id, pid, net).await {
+            // The process has not run yet: killing it ends the shim, which cleans up after it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = shim::wait(&paths.run_dir).await;
+            return Err(e.into());
+        }
         self.connect_pending_attaches(c, paths).await;
         shim::release(&paths.run_dir).await?;
         Ok(pid)
+    }
+
+    /// `--network container:<id>`: the namespace of that container, which must be running.
+    fn joined_netns(&self, rec: &ContainerRecord) -> Result<Option<PathBuf>, ContainerError> {
+        let Some(other) = rec
+            .host_config
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("container:"))
+        else {
+            return Ok(None);
+        };
+        let target = self.registry().lookup(other)?;
+        let t = target.snapshot();
+        if !t.state.status.is_running() || t.state.pid == 0 {
+            return Err(ContainerError::Conflict(format!(
+                "cannot join network namespace of a non running container: container {} is {}",
+                t.id,
+                t.state.status.as_str()
+            )));
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/net", t.state.pid))))
     }
 
     /// `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the container.
@@ -168,12 +241,17 @@ impl Engine {
         &self,
         rec: &ContainerRecord,
         paths: &ContainerPaths,
+        net: &crate::network::ContainerNetwork,
     ) -> Result<Vec<(String, PathBuf)>, ContainerError> {
         let host_net = rec.host_config.network_mode.as_deref() == Some("host");
         let hostname = rec.config.hostname.clone().unwrap_or_default();
         let hostname_file = paths.dir.join("hostname");
         let hosts_file = paths.dir.join("hosts");
         let resolv_file = paths.dir.join("resolv.conf");
+        // host-gateway: the container's own gateway, else the default bridge's.
+        let host_gateway = net
+            .gateway()
+            .unwrap_or_else(|| self.networks.opts.bip.addr());
         if host_net {
             if std::fs::copy("/etc/hosts", &hosts_file).is_err() {
                 std::fs::write(&hosts_file, LOCALHOST)?;
@@ -182,16 +260,30 @@ impl Engine {
             let mut hosts = LOCALHOST.to_string();
             for extra in rec.host_config.extra_hosts.iter().flatten() {
                 if let Some((name, ip)) = extra.split_once(':') {
+                    let ip = if ip == "host-gateway" {
+                        host_gateway.to_string()
+                    } else {
+                        ip.to_string()
+                    };
                     hosts.push_str(&format!("{ip}\t{name}\n"));
                 }
             }
-            std::fs::write(&hosts_file, hosts)?;
+            if let Some(ip) = net.ip() {
+                hosts.push_str(&format!("{ip}\t{hostname}\n"));
+            }
+            write_atomic(&hosts_file, hosts.as_bytes())?;
         }
-        std::fs::write(&hostname_file, format!("{hostname}\n"))?;
+        write_atomic(&hostname_file, format!("{hostname}\n").as_bytes())?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(
+        // On a user network the network's name server answers (and relays the rest).
+        let embedded = net
+            .endpoints
+            .first()
+            .filter(|e| !e.dns_names.is_empty())
+            .and_then(|e| e.gateway);
+        write_atomic(
             &resolv_file,
-            resolv_conf(&host_resolv, &rec.host_config, host_net),
+            resolv_conf(&host_resolv, &rec.host_config, host_net, embedded).as_bytes(),
         )?;
         Ok(vec![
             ("/etc/hostname".into(), hostname_file),
@@ -206,9 +298,19 @@ const LOCALHOST: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-
 /// The container's resolv.conf: the host's, with `--dns`/`--dns-search`/`--dns-option`
 /// applied. Loopback resolvers cannot be reached from a private network namespace, so they
 /// are dropped unless the container shares the host's network.
-fn resolv_conf(host: &str, hc: &wharf_api::models::HostConfig, host_net: bool) -> String {
+fn resolv_conf(
+    host: &str,
+    hc: &wharf_api::models::HostConfig,
+    host_net: bool,
+    embedded: Option<std::net::Ipv4Addr>,
+) -> String {
     let mut out = String::new();
-    let dns = hc.dns.clone().unwrap_or_default();
+    let mut dns = hc.dns.clone().unwrap_or_default();
+    if dns.is_empty()
+        && let Some(ns) = embedded
+    {
+        dns.push(ns.to_string());
+    }
     let search = hc.dns_search.clone().unwrap_or_default();
     let options = hc.dns_options.clone().unwrap_or_default();
     for line in host.lines() {
@@ -263,16 +365,20 @@ mod tests {
         let host = "nameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch lan\n";
         let hc = wharf_api::models::HostConfig::default();
         assert_eq!(
-            resolv_conf(host, &hc, false),
+            resolv_conf(host, &hc, false, None),
             "nameserver 10.0.0.1\nsearch lan\n"
         );
-        assert_eq!(resolv_conf(host, &hc, true), host);
+        assert_eq!(resolv_conf(host, &hc, true, None), host);
+        assert_eq!(
+            resolv_conf(host, &hc, false, Some(std::net::Ipv4Addr::new(10, 1, 0, 1))),
+            "search lan\nnameserver 10.1.0.1\n"
+        );
         let hc = wharf_api::models::HostConfig {
             dns: Some(vec!["1.1.1.1".into()]),
             ..Default::default()
         };
         assert_eq!(
-            resolv_conf(host, &hc, false),
+            resolv_conf(host, &hc, false, None),
             "search lan\nnameserver 1.1.1.1\n"
         );
     }

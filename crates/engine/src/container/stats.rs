@@ -101,18 +101,19 @@ fn fill(out: &mut ContainerStatsResponse, s: &Stats, system: Option<u64>, host_m
         current: Some(s.pids.current),
         limit: (s.pids.limit > 0).then_some(s.pids.limit),
     });
-    let entries = |v: &[wharf_runtime::cgroup::BlkioDeviceStat]| -> Option<Vec<ContainerBlkioStatEntry>> {
-        Some(
-            v.iter()
-                .map(|d| ContainerBlkioStatEntry {
-                    major: Some(d.major),
-                    minor: Some(d.minor),
-                    op: Some(d.op_type.clone().unwrap_or_default()),
-                    value: Some(d.value),
-                })
-                .collect(),
-        )
-    };
+    let entries =
+        |v: &[wharf_runtime::cgroup::BlkioDeviceStat]| -> Option<Vec<ContainerBlkioStatEntry>> {
+            Some(
+                v.iter()
+                    .map(|d| ContainerBlkioStatEntry {
+                        major: Some(d.major),
+                        minor: Some(d.minor),
+                        op: Some(d.op_type.clone().unwrap_or_default()),
+                        value: Some(d.value),
+                    })
+                    .collect(),
+            )
+        };
     out.blkio_stats = Some(ContainerBlkioStats {
         io_service_bytes_recursive: entries(&s.blkio.service_bytes),
         io_serviced_recursive: entries(&s.blkio.serviced),

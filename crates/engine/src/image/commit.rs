@@ -151,11 +151,7 @@ impl ImageStore {
         layers: &[LayerRecord],
         tags: &[Reference],
     ) -> Result<Image, ImageError> {
-        let mut doc = doc.clone();
-        doc.rootfs.typ = "layers".into();
-        doc.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let config_bytes = serde_json::to_vec(&doc)
-            .map_err(|e| ImageError::Invalid(format!("encoding image config: {e}")))?;
+        let (doc, config_bytes) = built_config(doc, layers)?;
         let config_blob = self.content.stage_bytes(&config_bytes, None)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -217,6 +213,11 @@ impl ImageStore {
         Ok(self.image(record, &self.tags()?))
     }
 
+    /// The id [`ImageStore::commit_built`] gives `doc` over `layers`.
+    pub(crate) fn built_id(doc: &ConfigDoc, layers: &[LayerRecord]) -> Result<String, ImageError> {
+        Ok(Digest::of(&built_config(doc, layers)?.1).to_string())
+    }
+
     /// Deletes the record of an image made for one build step (a RUN's container image);
     /// its layers stay while a lease or another record keeps them.
     pub(crate) fn drop_step_image(&self, id: &str) -> Result<(), ImageError> {
@@ -255,4 +256,17 @@ impl ImageStore {
     pub(crate) fn config_and_layers(&self, image: &Image) -> (ConfigDoc, Vec<LayerRecord>) {
         (image.record.doc.clone(), image.record.layers.clone())
     }
+}
+
+/// `doc` with its rootfs set to `layers`, and its bytes.
+fn built_config(
+    doc: &ConfigDoc,
+    layers: &[LayerRecord],
+) -> Result<(ConfigDoc, Vec<u8>), ImageError> {
+    let mut doc = doc.clone();
+    doc.rootfs.typ = "layers".into();
+    doc.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let bytes = serde_json::to_vec(&doc)
+        .map_err(|e| ImageError::Invalid(format!("encoding image config: {e}")))?;
+    Ok((doc, bytes))
 }

@@ -55,13 +55,17 @@ pub(crate) fn leased(leases: &Path) -> (HashSet<Digest>, HashSet<Digest>) {
     (chains, blobs)
 }
 
-/// Removes leases not touched for [`EXPIRY`].
+/// Removes leases not touched for [`EXPIRY`], except the builder's cache leases.
 pub(crate) fn expire(leases: &Path) -> Result<(), ImageError> {
     let Ok(dirs) = std::fs::read_dir(leases) else {
         return Ok(());
     };
     let now = SystemTime::now();
     for dir in dirs.flatten() {
+        // A built image's cache lease lives as long as the image; the builder drops it.
+        if dir.file_name().to_string_lossy().starts_with("buildcache-") {
+            continue;
+        }
         let old = dir
             .metadata()
             .and_then(|m| m.modified())
@@ -171,9 +175,16 @@ mod tests {
         assert_eq!(chains.len() + blobs.len(), 2);
         expire(dir.path()).unwrap();
         assert!(a.is_dir());
+        let cache = dir.path().join(format!("buildcache-{}", d.hex()));
+        std::fs::create_dir(&cache).unwrap();
         let old = SystemTime::now() - EXPIRY - Duration::from_secs(60);
         std::fs::File::open(&a).unwrap().set_modified(old).unwrap();
+        std::fs::File::open(&cache)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         expire(dir.path()).unwrap();
         assert!(!a.exists());
+        assert!(cache.is_dir(), "a build cache lease never expires");
     }
 }

@@ -304,6 +304,65 @@ impl Drop for HttpServer {
     }
 }
 
+/// Forwards requests to `upstream`, holding back any GET of `stall` until released.
+pub fn stalling_proxy(upstream: String, stall: String, release: Arc<AtomicBool>) -> HttpServer {
+    HttpServer::start(move |req| {
+        if req.method == "GET" && req.path.ends_with(&stall) {
+            while !release.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            return Response::new(503, "released");
+        }
+        forward(&upstream, req)
+    })
+}
+
+pub fn forward(upstream: &str, req: &Request) -> Response {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(upstream).unwrap();
+    let target = if req.query.is_empty() {
+        req.path.clone()
+    } else {
+        format!("{}?{}", req.path, req.query)
+    };
+    let mut head = format!(
+        "{} {target} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n",
+        req.method
+    );
+    for (k, v) in &req.headers {
+        if ["accept", "authorization", "range"].contains(&k.to_ascii_lowercase().as_str()) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let text = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut res = Response::new(status, raw[split + 4..].to_vec());
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            let k = k.trim();
+            if !["content-length", "connection", "transfer-encoding"]
+                .contains(&k.to_ascii_lowercase().as_str())
+            {
+                res = res.header(k, v.trim());
+            }
+        }
+    }
+    res
+}
+
 /// A progress channel and a task collecting what it receives.
 pub struct Collected {
     pub tx: mpsc::Sender<Progress>,
@@ -370,7 +429,11 @@ impl Root {
     pub fn reopen(&mut self) {
         // Tasks of an aborted pull may still hold the store (and the database) for a moment.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.store.as_ref().is_some_and(|s| Arc::strong_count(s) > 1) {
+        while self
+            .store
+            .as_ref()
+            .is_some_and(|s| Arc::strong_count(s) > 1)
+        {
             assert!(Instant::now() < deadline, "the old store is still in use");
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -29,6 +29,7 @@ fn input<'a>(root: &'a Path, host: &'a HostConfig) -> SpecInput<'a> {
         etc_files: &[],
         cgroup_parent: "wharf",
         init_binary: None,
+        netns: None,
     }
 }
 

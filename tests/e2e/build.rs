@@ -1,0 +1,597 @@
+//! `wharf build` / `docker build` (legacy protocol) / `commit` against a real daemon: RUN
+//! through the engine's containers, mounts, stages, cache, failures that leave nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use crate::harness::{DOCKER20, DOCKER28, Daemon, ok, stderr, stdout, unique_dir};
+
+/// A build context in a temporary directory, removed on drop.
+struct Ctx {
+    dir: PathBuf,
+}
+
+impl Ctx {
+    fn new(dockerfile: &str) -> Ctx {
+        let dir = unique_dir("wharf-test-build-ctx");
+        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        Ctx { dir }
+    }
+
+    fn write(&self, rel: &str, content: &str) -> &Ctx {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    fn path(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn build(d: &Daemon, ctx: &Ctx, extra: &[&str]) -> Output {
+    let mut args = vec!["build"];
+    args.extend_from_slice(extra);
+    args.push(ctx.path());
+    d.wharf(&args)
+}
+
+/// Builds, asserting success; returns the progress (stderr).
+#[track_caller]
+fn build_ok(d: &Daemon, ctx: &Ctx, extra: &[&str]) -> String {
+    let out = build(d, ctx, extra);
+    assert!(
+        out.status.success(),
+        "build failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+/// `sh -c script` in a fresh container of `image`; its stdout.
+#[track_caller]
+fn sh(d: &Daemon, image: &str, script: &str) -> String {
+    ok(d.wharf(&["run", "--rm", image, "sh", "-c", script]))
+}
+
+fn cached_count(progress: &str) -> usize {
+    progress.lines().filter(|l| l.ends_with(" CACHED")).count()
+}
+
+/// Mounts below the daemon's root besides those of running containers.
+fn build_mounts(d: &Daemon) -> Vec<String> {
+    let root = d.root.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|t| t.starts_with(&root))
+        .map(str::to_string)
+        .collect()
+}
+
+/// No image but busybox, no container, no mount, empty build scratch.
+#[track_caller]
+fn assert_clean(d: &Daemon) {
+    let images = ok(d.wharf(&["images", "-a", "-q"]));
+    assert_eq!(images.lines().count(), 1, "images left: {images}");
+    assert_eq!(ok(d.wharf(&["ps", "-aq"])), "", "containers left");
+    assert_eq!(build_mounts(d), Vec::<String>::new(), "mounts left");
+    let tmp: Vec<_> = std::fs::read_dir(d.root.join("build/tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(tmp.is_empty(), "build scratch left: {tmp:?}");
+}
+
+#[test]
+fn run_forms_and_file_system_results() {
+    let d = Daemon::with_busybox();
+    let ctx = Ctx::new(
+        r#"FROM busybox
+RUN echo shell-form > /shell.txt && mkdir -p /d/sub /old && echo x > /d/f && echo g > /d/gone && echo o > /old/one && echo visible-output
+RUN ["sh", "-c", "echo exec-form > /exec.txt"]
+RUN <<EOF
+echo heredoc-1 > /heredoc.txt
+echo heredoc-2 >> /heredoc.txt
+EOF
+RUN chown 1234:5678 /d/f && chmod 4750 /d/f && ln -s /d/f /link && rm /var/www/index.html /d/gone && rm -rf /old && mkdir /old && echo n > /old/new
+RUN false || true
+"#,
+    );
+    let progress = build_ok(&d, &ctx, &["-t", "runs"]);
+    assert!(progress.contains("visible-output"), "{progress}");
+    assert_eq!(
+        sh(&d, "runs", "cat /shell.txt /exec.txt /heredoc.txt"),
+        "shell-form\nexec-form\nheredoc-1\nheredoc-2"
+    );
+    assert_eq!(sh(&d, "runs", "stat -c '%u:%g %a' /d/f"), "1234:5678 4750");
+    assert_eq!(sh(&d, "runs", "readlink /link"), "/d/f");
+    // Deletions of base and earlier-layer files are whiteouts; a replaced directory is opaque.
+    assert_eq!(
+        sh(
+            &d,
+            "runs",
+            "test -e /var/www/index.html || echo base-gone; test -e /d/gone || echo layer-gone; ls /old"
+        ),
+        "base-gone\nlayer-gone\nnew"
+    );
+    // The mount points the runtime made in the image's absence did not become layer content.
+    let history = ok(d.wharf(&["history", "--no-trunc", "runs"]));
+    assert!(history.contains("exec-form"), "{history}");
+    let layers = ok(d.wharf(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{len .RootFS.Layers}}",
+        "runs",
+    ]));
+    assert_eq!(layers, "6", "one layer per RUN on busybox's one");
+    let saved = unique_dir("wharf-test-build-save");
+    let tar = saved.join("img.tar");
+    ok(d.wharf(&["save", "-o", tar.to_str().unwrap(), "runs"]));
+    let listing = tar_listing_of_layers(&tar);
+    for stub in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+        assert!(
+            !listing.iter().any(|p| p == stub),
+            "{stub} leaked into a layer: {listing:?}"
+        );
+    }
+    // Nor did /etc, copied up only to hold them: busybox's layer is the one with it.
+    assert_eq!(
+        listing.iter().filter(|p| *p == "etc").count(),
+        1,
+        "{listing:?}"
+    );
+    let _ = std::fs::remove_dir_all(&saved);
+    // A failing RUN: the exit code and the line, nothing left behind.
+    let bad = Ctx::new("FROM busybox\nRUN echo partial > /p\nRUN echo before-fail && exit 3\n");
+    let out = build(&d, &bad, &["-t", "bad"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("before-fail"), "{err}");
+    assert!(err.contains("line 3") && err.contains("code 3"), "{err}");
+    // A RUN right on an untagged image of the user's uses that image and leaves it be.
+    let base = Ctx::new("FROM busybox\nENV A=1\n");
+    let dangling = ok(build(&d, &base, &["-q"]));
+    let on = Ctx::new(&format!("FROM {dangling}\nRUN echo on-top > /t\n"));
+    build_ok(&d, &on, &["-t", "on-top"]);
+    assert_eq!(sh(&d, "on-top", "cat /t"), "on-top");
+    ok(d.wharf(&["image", "inspect", &dangling]));
+    ok(d.wharf(&["rmi", "runs", "on-top", &dangling]));
+    assert_clean(&d);
+}
+
+/// Every file name in every layer tar of a docker-archive.
+fn tar_listing_of_layers(archive: &Path) -> Vec<String> {
+    let dir = archive.parent().unwrap().join("x");
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("tar")
+        .arg("xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let mut names = Vec::new();
+    for l in manifest[0]["Layers"].as_array().unwrap() {
+        let out = Command::new("tar")
+            .arg("tf")
+            .arg(dir.join(l.as_str().unwrap()))
+            .output()
+            .unwrap();
+        names.extend(
+            stdout(&out)
+                .lines()
+                .map(|s| s.trim_start_matches("./").trim_end_matches('/').to_string()),
+        );
+    }
+    names
+}
+
+#[test]
+fn run_mounts_secrets_and_network_modes() {
+    let d = Daemon::with_busybox();
+    let ctx = Ctx::new(
+        r#"FROM busybox
+RUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log > /count
+RUN --mount=type=bind,source=data,target=/mnt cp /mnt/file /copied
+RUN --mount=type=bind,source=data,target=/mnt,rw echo scribble > /mnt/scribble && cat /mnt/scribble > /scribbled
+RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cret && echo secret-ok > /secret
+RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/f && grep -q ' /scratch tmpfs' /proc/mounts && echo tmpfs-ok > /tmpfs
+RUN --network=none tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /nets-none
+RUN --network=host readlink /proc/self/ns/net > /nets-host
+"#,
+    );
+    ctx.write("data/file", "from-context\n");
+    let secret = ctx.dir.join("secret.txt");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    build_ok(&d, &ctx, &["-t", "mounts", "--secret", &secret_arg]);
+    assert_eq!(sh(&d, "mounts", "cat /count"), "1");
+    assert_eq!(sh(&d, "mounts", "cat /copied"), "from-context");
+    assert_eq!(sh(&d, "mounts", "cat /scribbled"), "scribble");
+    assert!(
+        !ctx.dir.join("data/scribble").exists(),
+        "a rw bind mount wrote into the context"
+    );
+    assert_eq!(
+        sh(&d, "mounts", "cat /secret /tmpfs"),
+        "secret-ok\ntmpfs-ok"
+    );
+    assert_eq!(sh(&d, "mounts", "cat /nets-none"), "lo");
+    // Interfaces come and go on a busy host; the namespace itself is the stable fact.
+    let host_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(
+        sh(&d, "mounts", "cat /nets-host"),
+        host_netns.display().to_string()
+    );
+    // Mount points of the step (/mnt, /run/secrets/tok, /scratch, /cache) left no trace.
+    assert_eq!(
+        sh(
+            &d,
+            "mounts",
+            "for p in /mnt /run /scratch /cache; do test -e $p && echo $p; done; true"
+        ),
+        ""
+    );
+    // The cache mount outlives the build, even one with --no-cache.
+    build_ok(
+        &d,
+        &ctx,
+        &["-t", "mounts2", "--no-cache", "--secret", &secret_arg],
+    );
+    assert_eq!(sh(&d, "mounts2", "cat /count"), "2");
+    // A missing required secret fails clearly.
+    let need = Ctx::new("FROM busybox\nRUN --mount=type=secret,id=nope,required=true true\n");
+    let out = build(&d, &need, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("secret nope not found"),
+        "{}",
+        stderr(&out)
+    );
+    // `--network none` for the whole build.
+    let none =
+        Ctx::new("FROM busybox\nRUN tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /n\n");
+    build_ok(&d, &none, &["-t", "none", "--network", "none"]);
+    assert_eq!(sh(&d, "none", "cat /n"), "lo");
+}
+
+#[test]
+fn stages_copy_from_target_and_run_in_parallel() {
+    let d = Daemon::with_busybox();
+    // Each slow stage waits (bounded) for the other to have started: the build only
+    // succeeds when both run at once. The shared cache mount is their meeting point.
+    let ctx = Ctx::new(
+        r#"FROM busybox AS a
+ARG TOKEN
+RUN --mount=type=cache,id=meet,target=/meet touch /meet/$TOKEN-a && sleep 2 && i=0; while [ ! -e /meet/$TOKEN-b ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; test -e /meet/$TOKEN-b && echo a > /a
+FROM busybox AS b
+ARG TOKEN
+RUN --mount=type=cache,id=meet,target=/meet touch /meet/$TOKEN-b && sleep 2 && i=0; while [ ! -e /meet/$TOKEN-a ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; test -e /meet/$TOKEN-a && echo b > /b
+FROM busybox AS unused
+RUN echo never-runs && exit 1
+FROM busybox AS final
+COPY --from=a /a /from-a
+COPY --from=b /b /from-b
+RUN cat /from-a /from-b > /both
+"#,
+    );
+    // No clock: the rendezvous above fails the build unless both stages run at once.
+    let progress = build_ok(&d, &ctx, &["-t", "stages", "--build-arg", "TOKEN=t1"]);
+    assert_eq!(sh(&d, "stages", "cat /both"), "a\nb");
+    assert!(!progress.contains("never-runs"), "{progress}");
+    // --target: only what stage a needs is built.
+    let progress = build_ok(
+        &d,
+        &ctx,
+        &["-t", "only-a", "--target", "a", "--build-arg", "TOKEN=t1"],
+    );
+    assert!(
+        !progress.contains("echo b > /b") && !progress.contains("never-runs"),
+        "{progress}"
+    );
+    assert_eq!(
+        sh(&d, "only-a", "cat /a; test -e /from-b || echo no-b"),
+        "a\nno-b"
+    );
+    let out = build(&d, &ctx, &["--target", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
+}
+
+#[test]
+fn cache_hits_reruns_dependents_and_no_cache() {
+    let d = Daemon::with_busybox();
+    let ctx = Ctx::new(
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a.out\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b.out\nENV X=1\nCMD [\"cat\", \"/b.out\"]\n",
+    );
+    ctx.write("a.txt", "a1\n").write("b.txt", "b1\n");
+    let first = build_ok(&d, &ctx, &["-t", "c"]);
+    assert_eq!(cached_count(&first), 0, "{first}");
+    let id1 = ok(d.wharf(&["image", "inspect", "--format", "{{.Id}}", "c"]));
+    let again = build_ok(&d, &ctx, &["-t", "c"]);
+    assert_eq!(cached_count(&again), 6, "{again}");
+    assert_eq!(
+        ok(d.wharf(&["image", "inspect", "--format", "{{.Id}}", "c"])),
+        id1
+    );
+    // One changed file: the steps before its COPY stay cached, the rest run.
+    ctx.write("b.txt", "b2\n");
+    let changed = build_ok(&d, &ctx, &["-t", "c"]);
+    assert_eq!(cached_count(&changed), 2, "{changed}");
+    assert_eq!(ok(d.wharf(&["run", "--rm", "c"])), "b2");
+    // A touched but unchanged file hits the cache.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.dir.join("a.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    let touched = build_ok(&d, &ctx, &["-t", "c"]);
+    assert_eq!(cached_count(&touched), 6, "{touched}");
+    let none = build_ok(&d, &ctx, &["-t", "c", "--no-cache"]);
+    assert_eq!(cached_count(&none), 0, "{none}");
+    // The cache survives a daemon restart.
+    let mut d = d;
+    d.kill9();
+    d.spawn();
+    let restarted = build_ok(&d, &ctx, &["-t", "c"]);
+    assert_eq!(cached_count(&restarted), 6, "{restarted}");
+}
+
+#[test]
+fn malformed_dockerfiles_leave_nothing() {
+    let d = Daemon::with_busybox();
+    let cases: &[(&str, &str)] = &[
+        ("FROM busybox\nFROBNICATE x\n", "line 2"),
+        ("FROM busybox\nCMD [\"a\",\n", "line 2"),
+        ("FROM busybox\nRUN <<EOF\necho never\n", "line 2"),
+        ("RUN echo hi\n", "line 1"),
+        ("FROM busybox\nCOPY ../outside /x\n", "line 2"),
+        ("FROM busybox\nCOPY link/secret /x\n", "line 2"),
+        ("FROM busybox\nRUN echo ok > /ok\nRUN exit 7\n", "line 3"),
+        ("FROM busybox\nRUN [\"/no/such/binary\"]\n", "line 2"),
+    ];
+    for (text, line) in cases {
+        let ctx = Ctx::new(text);
+        std::os::unix::fs::symlink("/etc", ctx.dir.join("link")).unwrap();
+        let out = build(&d, &ctx, &["-t", "broken"]);
+        assert!(!out.status.success(), "{text} built");
+        let err = stderr(&out);
+        assert!(err.contains(line), "{text}: {err}");
+        assert!(
+            !ok(d.wharf(&["images", "-q"])).contains('\n'),
+            "{text} left an image"
+        );
+    }
+    assert_clean(&d);
+}
+
+#[test]
+fn source_date_epoch_gives_one_id_on_two_roots() {
+    let ctx = Ctx::new(
+        "FROM busybox\nCOPY f /f\nRUN echo built > /built && mkdir -p /var/lib/x && touch /var/lib/x/y\nENV A=b\n",
+    );
+    ctx.write("f", "content\n");
+    let id = |d: &Daemon| {
+        let out = d
+            .cmd(&["build", "-q", ctx.path()])
+            .env("SOURCE_DATE_EPOCH", "0")
+            .output()
+            .unwrap();
+        ok(out)
+    };
+    let one = Daemon::with_busybox();
+    // The same base on both roots (an import stamps its own creation time).
+    let two = Daemon::start();
+    let dir = unique_dir("wharf-test-build-sde");
+    let tar = dir.join("busybox.tar");
+    ok(one.wharf(&["save", "-o", tar.to_str().unwrap(), "busybox"]));
+    ok(two.wharf(&["load", "-i", tar.to_str().unwrap()]));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, b) = (id(&one), id(&two));
+    assert!(a.starts_with("sha256:"), "{a}");
+    assert_eq!(a, b);
+    let created = ok(one.wharf(&["image", "inspect", "--format", "{{.Created}}", &a]));
+    assert!(created.starts_with("1970-01-01"), "{created}");
+}
+
+fn docker_build(docker: &str) {
+    if !Path::new(docker).exists() {
+        eprintln!("skipping: {docker} is not installed");
+        return;
+    }
+    let d = Daemon::with_busybox();
+    let ctx = Ctx::new(
+        "FROM busybox\nCOPY hello.txt /hello.txt\nRUN echo from-run-step && cat /hello.txt > /out\nCMD [\"cat\", \"/out\"]\n",
+    );
+    ctx.write("hello.txt", "hello docker\n");
+    let run = |args: &[&str]| {
+        d.docker_cmd(docker, args)
+            .env("DOCKER_BUILDKIT", "0")
+            .current_dir(&ctx.dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["build", "-t", "x", "."]);
+    assert!(
+        out.status.success(),
+        "{docker} build: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("from-run-step") && text.contains("Successfully tagged x:latest"),
+        "{text}"
+    );
+    assert_eq!(ok(run(&["run", "--rm", "x"])), "hello docker");
+    let out = run(&["build", "-q", "-t", "x", "."]);
+    let id = ok(out);
+    assert!(id.starts_with("sha256:"), "{id}");
+    // A failing step: docker's CLI shows the error and exits non-zero.
+    std::fs::write(ctx.dir.join("Dockerfile"), "FROM busybox\nRUN exit 4\n").unwrap();
+    let out = run(&["build", "-t", "y", "."]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("code 4"), "{}", stderr(&out));
+    assert_eq!(ok(run(&["ps", "-aq"])), "");
+}
+
+#[test]
+fn docker28_legacy_build() {
+    docker_build(DOCKER28);
+}
+
+#[test]
+fn docker20_legacy_build() {
+    docker_build(DOCKER20);
+}
+
+#[test]
+fn commit_makes_an_image_of_a_container() {
+    let d = Daemon::with_busybox();
+    ok(d.wharf(&[
+        "run",
+        "--name",
+        "c1",
+        "-e",
+        "FROM_RUN=1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo committed > /f && rm /var/www/index.html",
+    ]));
+    let id = ok(d.wharf(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/f\"]",
+        "-m",
+        "a message",
+        "-a",
+        "someone",
+        "c1",
+        "snap:1",
+    ]));
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(ok(d.wharf(&["run", "--rm", "snap:1"])), "committed");
+    assert_eq!(
+        sh(
+            &d,
+            "snap:1",
+            "echo $FROM_RUN; test -e /var/www/index.html || echo gone"
+        ),
+        "1\ngone"
+    );
+    let inspect = ok(d.wharf(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Author}}|{{.Comment}}",
+        "snap:1",
+    ]));
+    assert_eq!(inspect, "someone|a message");
+    // A running container is committed too (frozen meanwhile), through docker's CLI.
+    ok(d.wharf(&[
+        "run",
+        "-d",
+        "--name",
+        "c2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo live > /live; sleep 1000",
+    ]));
+    if Path::new(DOCKER28).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        ok(d.docker(DOCKER28, &["commit", "c2", "snap:2"]));
+        assert_eq!(sh(&d, "snap:2", "cat /live"), "live");
+        assert_eq!(
+            ok(d.wharf(&["inspect", "--format", "{{.State.Status}}", "c2"])),
+            "running"
+        );
+    }
+    let out = d.wharf(&["commit", "nosuch", "x:1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("No such container"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_killed_daemon_leaves_no_build_container_behind() {
+    let mut d = Daemon::with_busybox();
+    let ctx = Ctx::new("FROM busybox\nRUN echo started && sleep 1000\n");
+    let mut child = d
+        .cmd(&["build", ctx.path()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while ok(d.wharf(&["ps", "-q"])).is_empty() {
+        assert!(Instant::now() < deadline, "the RUN container never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d.kill9();
+    let _ = child.wait();
+    d.spawn();
+    assert_eq!(ok(d.wharf(&["ps", "-aq"])), "");
+    assert_eq!(build_mounts(&d), Vec::<String>::new());
+}
+
+#[test]
+fn base_images_are_pulled_and_built_images_run_under_docker() {
+    let reg = crate::registry::common::Registry::start();
+    let a = Daemon::with_busybox();
+    let base = format!("{}/base/bb:v1", reg.addr);
+    ok(a.wharf(&["tag", "busybox", &base]));
+    ok(a.wharf(&["push", &base]));
+    // A root without the base image pulls it for FROM.
+    let b = Daemon::start();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN echo built-by-wharf > /msg\nCMD [\"cat\", \"/msg\"]\n"
+    ));
+    let built = format!("{}/built/x:v1", reg.addr);
+    build_ok(&b, &ctx, &["-t", &built]);
+    assert_eq!(ok(b.wharf(&["run", "--rm", &built])), "built-by-wharf");
+    ok(b.wharf(&["push", &built]));
+    // An unreachable base fails the build with the pull's error, on the FROM line.
+    let gone = Ctx::new("FROM 127.0.0.1:1/none/such:v1\nRUN true\n");
+    let out = build(&b, &gone, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
+    if std::process::Command::new("dockerd")
+        .arg("--version")
+        .output()
+        .is_err()
+        || !Path::new(DOCKER20).exists()
+    {
+        eprintln!("skipping the docker half: Debian's dockerd is not installed");
+        return;
+    }
+    let dockerd = crate::registry::Dockerd::start();
+    ok(dockerd.docker(&["pull", &built]));
+    assert_eq!(
+        ok(dockerd.docker(&["run", "--rm", "--network", "none", &built])),
+        "built-by-wharf"
+    );
+}
