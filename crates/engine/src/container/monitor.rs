@@ -133,11 +133,14 @@ impl Engine {
                 self.meta.delete(Table::Containers, &record.id)?;
                 continue;
             }
-            if matches!(record.state.status, Status::Created | Status::Exited)
-                && shim::is_alive(&paths.run_dir).await
-            {
-                // Started; the running state did not reach the disk.
-                adopt_running(&mut record, &paths.run_dir);
+            if matches!(record.state.status, Status::Created | Status::Exited) {
+                // Started (and maybe exited too) with the running state lost: a live shim, or
+                // an exit record the record has not settled. The Running case below settles it.
+                let unsettled = shim::read_exit(&paths.run_dir)
+                    .is_some_and(|e| e.finished_at != record.state.finished_at);
+                if unsettled || shim::is_alive(&paths.run_dir).await {
+                    adopt_running(&mut record, &paths.run_dir);
+                }
             }
             kept.push(record);
         }
