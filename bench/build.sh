@@ -10,7 +10,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 cargo build --release --locked
-WHARF=$(pwd)/target/release/wharf
+WHARF=${CARGO_TARGET_DIR:-$(pwd)/target}/release/wharf
 REBUILDS=${REBUILDS:-10}
 DOCKER_REBUILDS=${DOCKER_REBUILDS:-3}
 work=$(mktemp -d /tmp/wharf-bench-build.XXXXXX)
@@ -71,7 +71,7 @@ warm() { tar -C "$ctx" -cf - . >/dev/null; }
 scripts/mkbusybox.sh "$work/busybox.tar"
 
 start_wharf() {
-  "$WHARF" daemon >"$work/wharf.log" 2>&1 &
+  "$WHARF" daemon --bridge wbench1 --bip 10.199.0.1/24 >"$work/wharf.log" 2>&1 &
   for _ in $(seq 100); do [ -S "$WHARF_RUN/wharf.sock" ] && break; sleep 0.1; done
 }
 start_docker() {

@@ -33,7 +33,8 @@ if [ "${1:-}" = "__wharfd" ]; then
     forget) rm -f "$root/distribution/metadata.json" ;;
   esac
   mkdir -p "$root" "$run"
-  setsid "$bin" daemon --root "$root" --run-root "$run" >>"$run/../daemon.log" 2>&1 </dev/null &
+  setsid "$bin" daemon --root "$root" --run-root "$run" --bridge wbench0 --bip 10.198.0.1/24 \
+    >>"$run/../daemon.log" 2>&1 </dev/null &
   until "$bin" -H "unix://$run/wharf.sock" version >/dev/null 2>&1; do sleep 0.02; done
   exit 0
 fi
@@ -110,8 +111,25 @@ tar -xf "$work/busybox.tar" -C "$work/bundle/rootfs"
 umoci repack --image "$work/oci:big" "$work/bundle"
 rm -rf "$work/bundle"
 umoci unpack --image "$work/oci:big" "$work/bundle" >/dev/null
-mkdir -p "$work/bundle/rootfs/usr/lib"
-cp -a /usr/lib/python3* "$work/bundle/rootfs/usr/lib/"
+# This machine's Python library is ~100 MB / ~5k files: six copies of it, topped up with
+# small modules to ~54k files, make the issue's ~600 MB / ~54k-file tree.
+mkdir -p "$work/bundle/rootfs/usr/lib/py"
+for i in 1 2 3 4 5 6; do
+  for p in /usr/lib/python3*; do
+    [ -d "$p" ] && cp -a "$p" "$work/bundle/rootfs/usr/lib/py/$(basename "$p")-$i"
+  done
+done
+python3 - "$work/bundle/rootfs/usr/lib/py/generated" <<'PY'
+import os, sys
+root = sys.argv[1]
+have = sum(len(f) + len(d) for _, d, f in os.walk(os.path.dirname(root)))
+for n in range(max(0, 54000 - have)):
+    d = os.path.join(root, f"pkg{n // 100:03d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"mod{n % 100:02d}.py"), "w") as f:
+        f.write(f"# generated module {n}\nVALUE = {n}\n" + "x = 1\n" * 80)
+PY
+echo "   tree: $(find "$work/bundle/rootfs" | wc -l) entries, $(du -sm "$work/bundle/rootfs" | cut -f1) MiB"
 umoci repack --image "$work/oci:big" "$work/bundle"
 rm -rf "$work/bundle"
 umoci config --image "$work/oci:big" --config.cmd sh
@@ -135,7 +153,7 @@ if [ -n "$docker_too" ]; then
 fi
 
 echo "== pull from the local registry on a clean root"
-args=(--runs "$runs" --export-markdown "$work/pull.md"
+args=(--runs "$runs" --export-markdown "$work/pull.md" --export-json "$work/pull.json"
   --prepare "$0 __wharfd $bin $work/wpull/root $work/wpull/run clean"
   -n "wharf pull" "$wpull pull -q $reg/big:latest"
   --prepare "rm -rf $work/skopeo-out"
@@ -148,7 +166,7 @@ fi
 hyperfine "${args[@]}"
 
 echo "== push to an empty registry"
-args=(--runs "$runs" --export-markdown "$work/push.md"
+args=(--runs "$runs" --export-markdown "$work/push.md" --export-json "$work/push.json"
   --prepare "$0 __reset $work; $0 __wharfd $bin $work/wpush/root $work/wpush/run forget"
   -n "wharf push" "$wpush push -q $reg/big:latest")
 if [ -n "$dk" ]; then
@@ -163,3 +181,23 @@ cat "$work/pull.md"
 echo
 echo "## push"
 cat "$work/push.md"
+echo
+python3 - "$work/pull.json" "$work/push.json" <<'PY'
+import json, sys
+def medians(path):
+    return {r["command"]: r["median"] for r in json.load(open(path))["results"]}
+pull, push = medians(sys.argv[1]), medians(sys.argv[2])
+w = pull["wharf pull"]
+s = pull["skopeo copy to an OCI dir (download only)"]
+print(f"pull (median): wharf {w:.2f} s, skopeo download-only {s:.2f} s, ratio {w/s:.2f} (target <= 2)")
+if "docker pull" in pull:
+    d = pull["docker pull"]
+    print(f"pull (median): docker {d:.2f} s, wharf/docker {w/d:.3f} (target <= 0.1)")
+wp = push["wharf push"]
+print(f"push (median): wharf {wp:.2f} s", end="")
+if "docker push" in push:
+    dp = push["docker push"]
+    print(f", docker {dp:.2f} s, wharf/docker {wp/dp:.3f} (target <= 0.15)")
+else:
+    print()
+PY

@@ -357,28 +357,56 @@ fn cache_hits_reruns_dependents_and_no_cache() {
 #[test]
 fn malformed_dockerfiles_leave_nothing() {
     let d = Daemon::with_busybox();
-    let cases: &[(&str, &str)] = &[
-        ("FROM busybox\nFROBNICATE x\n", "line 2"),
-        ("FROM busybox\nCMD [\"a\",\n", "line 2"),
-        ("FROM busybox\nRUN <<EOF\necho never\n", "line 2"),
-        ("RUN echo hi\n", "line 1"),
-        ("FROM busybox\nCOPY ../outside /x\n", "line 2"),
-        ("FROM busybox\nCOPY link/secret /x\n", "line 2"),
-        ("FROM busybox\nRUN echo ok > /ok\nRUN exit 7\n", "line 3"),
-        ("FROM busybox\nRUN [\"/no/such/binary\"]\n", "line 2"),
+    // A real file outside the context, reached by `..` and by a relative symlink.
+    let outside = unique_dir("wharf-test-build-outside");
+    std::fs::write(outside.join("secret"), "not for the image").unwrap();
+    let name = outside.file_name().unwrap().to_str().unwrap().to_string();
+    let dotdot = format!("FROM busybox\nCOPY ../{name}/secret /x\n");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "FROM busybox\nFROBNICATE x\n",
+            "line 2",
+            "unknown instruction",
+        ),
+        ("FROM busybox\nCMD [\"a\",\n", "line 2", "JSON"),
+        ("FROM busybox\nRUN <<EOF\necho never\n", "line 2", "heredoc"),
+        ("RUN echo hi\n", "line 1", "FROM"),
+        (&dotdot, "line 2", "outside the build context"),
+        (
+            "FROM busybox\nCOPY link/passwd /x\n",
+            "line 2",
+            "outside the build context",
+        ),
+        (
+            "FROM busybox\nCOPY rel/secret /x\n",
+            "line 2",
+            "outside the build context",
+        ),
+        (
+            "FROM busybox\nRUN echo ok > /ok\nRUN exit 7\n",
+            "line 3",
+            "code 7",
+        ),
+        (
+            "FROM busybox\nRUN [\"/no/such/binary\"]\n",
+            "line 2",
+            "/no/such/binary",
+        ),
     ];
-    for (text, line) in cases {
+    for (text, line, words) in cases {
         let ctx = Ctx::new(text);
         std::os::unix::fs::symlink("/etc", ctx.dir.join("link")).unwrap();
+        std::os::unix::fs::symlink(format!("../{name}"), ctx.dir.join("rel")).unwrap();
         let out = build(&d, &ctx, &["-t", "broken"]);
         assert!(!out.status.success(), "{text} built");
         let err = stderr(&out);
-        assert!(err.contains(line), "{text}: {err}");
+        assert!(err.contains(line) && err.contains(words), "{text}: {err}");
         assert!(
             !ok(d.wharf(&["images", "-q"])).contains('\n'),
             "{text} left an image"
         );
     }
+    let _ = std::fs::remove_dir_all(&outside);
     assert_clean(&d);
 }
 
@@ -594,4 +622,557 @@ fn base_images_are_pulled_and_built_images_run_under_docker() {
         ok(dockerd.docker(&["run", "--rm", "--network", "none", &built])),
         "built-by-wharf"
     );
+}
+
+/// The image's `Config`, as `image inspect` reports it.
+#[track_caller]
+fn config(d: &Daemon, image: &str) -> serde_json::Value {
+    let out = ok(d.wharf(&["image", "inspect", image]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["Config"].clone()
+}
+
+/// `cat`s each file of `image` on its own line.
+#[track_caller]
+fn cat(d: &Daemon, image: &str, files: &str) -> String {
+    sh(d, image, &format!("cat {files}"))
+}
+
+#[test]
+fn one_dockerfile_per_instruction() {
+    let d = Daemon::with_busybox();
+    let built = |name: &str, dockerfile: &str| {
+        let ctx = Ctx::new(dockerfile);
+        build_ok(&d, &ctx, &["-t", name]);
+        config(&d, name)
+    };
+
+    let c = built(
+        "i-cmd-exec",
+        "FROM busybox\nCMD [\"echo\", \"exec form\"]\n",
+    );
+    assert_eq!(c["Cmd"], serde_json::json!(["echo", "exec form"]));
+    assert_eq!(ok(d.wharf(&["run", "--rm", "i-cmd-exec"])), "exec form");
+    let c = built("i-cmd-shell", "FROM busybox\nCMD echo $HOME shell\n");
+    assert_eq!(
+        c["Cmd"],
+        serde_json::json!(["/bin/sh", "-c", "echo $HOME shell"])
+    );
+    assert_eq!(ok(d.wharf(&["run", "--rm", "i-cmd-shell"])), "/root shell");
+
+    let c = built(
+        "i-entrypoint",
+        "FROM busybox\nENTRYPOINT [\"echo\", \"ep\"]\nCMD [\"default-arg\"]\n",
+    );
+    assert_eq!(c["Entrypoint"], serde_json::json!(["echo", "ep"]));
+    assert_eq!(
+        ok(d.wharf(&["run", "--rm", "i-entrypoint"])),
+        "ep default-arg"
+    );
+    assert_eq!(
+        ok(d.wharf(&["run", "--rm", "i-entrypoint", "given"])),
+        "ep given"
+    );
+
+    let c = built(
+        "i-env",
+        "FROM busybox\nENV A=1 B=\"two words\"\nENV C ${A}-legacy form\nRUN echo \"$A|$B|$C\" > /seen\n",
+    );
+    let env: Vec<String> = serde_json::from_value(c["Env"].clone()).unwrap();
+    for want in ["A=1", "B=two words", "C=1-legacy form"] {
+        assert!(env.iter().any(|e| e == want), "{want} not in {env:?}");
+    }
+    assert_eq!(cat(&d, "i-env", "/seen"), "1|two words|1-legacy form");
+
+    // ARG before FROM feeds FROM only; redeclared inside, it takes its default.
+    let c = built(
+        "i-arg",
+        "ARG BASE=busybox\nFROM ${BASE}\nARG BASE\nARG LOCAL=dflt\nRUN echo \"$BASE $LOCAL\" > /args\n",
+    );
+    assert_eq!(cat(&d, "i-arg", "/args"), "busybox dflt");
+    let env = c["Env"].to_string();
+    assert!(!env.contains("LOCAL"), "an ARG leaked into Env: {env}");
+
+    let c = built(
+        "i-label",
+        "FROM busybox\nLABEL a=1 \"b c\"=\"d e\"\nLABEL a=2\n",
+    );
+    assert_eq!(c["Labels"], serde_json::json!({"a": "2", "b c": "d e"}));
+
+    let c = built(
+        "i-expose",
+        "FROM busybox\nEXPOSE 80 53/udp\nEXPOSE 443/tcp\n",
+    );
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"80/tcp": {}, "53/udp": {}, "443/tcp": {}})
+    );
+
+    let c = built(
+        "i-workdir",
+        "FROM busybox\nWORKDIR /a\nWORKDIR b\nRUN pwd > here\n",
+    );
+    assert_eq!(c["WorkingDir"], "/a/b");
+    assert_eq!(cat(&d, "i-workdir", "/a/b/here"), "/a/b");
+
+    let c = built(
+        "i-user",
+        "FROM busybox\nRUN echo app:x:1500:1500::/home:/bin/sh >> /etc/passwd && mkdir /out && chmod 777 /out\nUSER app\nRUN id -u > /out/uid && touch /out/mine\n",
+    );
+    assert_eq!(c["User"], "app");
+    assert_eq!(cat(&d, "i-user", "/out/uid"), "1500");
+    assert_eq!(
+        sh(&d, "i-user", "stat -c %u /out/mine; id -u"),
+        "1500\n1500"
+    );
+
+    let c = built(
+        "i-volume",
+        "FROM busybox\nVOLUME [\"/data\"]\nVOLUME /logs /cache\n",
+    );
+    assert_eq!(
+        c["Volumes"],
+        serde_json::json!({"/data": {}, "/logs": {}, "/cache": {}})
+    );
+
+    let c = built(
+        "i-shell",
+        "FROM busybox\nSHELL [\"/usr/bin/env\", \"VIA=shell\", \"/bin/sh\", \"-c\"]\nRUN echo $VIA > /via\nCMD echo $VIA\n",
+    );
+    assert_eq!(
+        c["Shell"],
+        serde_json::json!(["/usr/bin/env", "VIA=shell", "/bin/sh", "-c"])
+    );
+    assert_eq!(cat(&d, "i-shell", "/via"), "shell");
+    assert_eq!(ok(d.wharf(&["run", "--rm", "i-shell"])), "shell");
+
+    let c = built("i-stopsignal", "FROM busybox\nSTOPSIGNAL SIGUSR1\n");
+    assert_eq!(c["StopSignal"], "SIGUSR1");
+
+    let c = built(
+        "i-healthcheck",
+        "FROM busybox\nHEALTHCHECK --interval=5s --timeout=3s --start-period=1s --retries=2 CMD test -e /ok\n",
+    );
+    let hc = &c["Healthcheck"];
+    assert_eq!(hc["Test"], serde_json::json!(["CMD-SHELL", "test -e /ok"]));
+    assert_eq!(hc["Interval"], 5_000_000_000u64);
+    assert_eq!(hc["Timeout"], 3_000_000_000u64);
+    assert_eq!(hc["StartPeriod"], 1_000_000_000u64);
+    assert_eq!(hc["Retries"], 2);
+
+    // ONBUILD is recorded, and runs (once) in the image built FROM it.
+    let c = built(
+        "i-onbuild",
+        "FROM busybox\nONBUILD RUN echo triggered > /onbuild\n",
+    );
+    assert_eq!(
+        c["OnBuild"],
+        serde_json::json!(["RUN echo triggered > /onbuild"])
+    );
+    assert_eq!(
+        sh(&d, "i-onbuild", "test -e /onbuild || echo not-yet"),
+        "not-yet"
+    );
+    let c = built("i-onbuild-child", "FROM i-onbuild\nENV CHILD=1\n");
+    assert_eq!(cat(&d, "i-onbuild-child", "/onbuild"), "triggered");
+    assert!(
+        c["OnBuild"].is_null() || c["OnBuild"] == serde_json::json!([]),
+        "triggers are not inherited: {}",
+        c["OnBuild"]
+    );
+
+    // FROM scratch, FROM --platform (the host's), and a previous stage by name.
+    let ctx = Ctx::new(
+        "FROM scratch AS files\nCOPY f /f\nFROM --platform=linux/amd64 busybox\nCOPY --from=files /f /from-scratch\n",
+    );
+    ctx.write("f", "scratch content\n");
+    build_ok(&d, &ctx, &["-t", "i-from"]);
+    assert_eq!(cat(&d, "i-from", "/from-scratch"), "scratch content");
+    let only = build_ok(&d, &ctx, &["-t", "i-scratch", "--target", "files"]);
+    let layers = ok(d.wharf(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{len .RootFS.Layers}}",
+        "i-scratch",
+    ]));
+    assert_eq!(layers, "1", "{only}");
+
+    // COPY / ADD: owners, modes, directory semantics, globs, links, local tar extraction.
+    let ctx = Ctx::new(
+        "FROM busybox\nCOPY dir /copied/\nCOPY --chown=1234:5678 --chmod=600 g*.txt /globbed/\nCOPY dir/sub/f2 /renamed\nADD pkg.tar /added/\nADD pkg.tar.gz /gz/\nCOPY --from=busybox /etc/group /group-from-image\n",
+    );
+    ctx.write("dir/f1", "one\n")
+        .write("dir/sub/f2", "two\n")
+        .write("g1.txt", "g1\n")
+        .write("g2.txt", "g2\n")
+        .write("h.txt", "h\n");
+    std::os::unix::fs::symlink("f1", ctx.dir.join("dir/ln")).unwrap();
+    std::fs::set_permissions(
+        ctx.dir.join("dir/f1"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o751),
+    )
+    .unwrap();
+    let pkg = ctx.dir.join("pkg");
+    std::fs::create_dir_all(pkg.join("inner")).unwrap();
+    std::fs::write(pkg.join("inner/data"), "from tar\n").unwrap();
+    for (name, flag) in [("pkg.tar", "-cf"), ("pkg.tar.gz", "-czf")] {
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&pkg)
+            .arg(flag)
+            .arg(ctx.dir.join(name))
+            .arg("inner")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    build_ok(&d, &ctx, &["-t", "i-copy"]);
+    assert_eq!(
+        sh(
+            &d,
+            "i-copy",
+            "cd /copied && find . | sort && stat -c '%a %u:%g' f1 && readlink ln"
+        ),
+        ".\n./f1\n./ln\n./sub\n./sub/f2\n751 0:0\nf1"
+    );
+    assert_eq!(
+        sh(
+            &d,
+            "i-copy",
+            "ls /globbed && stat -c '%a %u:%g' /globbed/g1.txt /globbed/g2.txt"
+        ),
+        "g1.txt\ng2.txt\n600 1234:5678\n600 1234:5678"
+    );
+    assert_eq!(
+        cat(&d, "i-copy", "/renamed /added/inner/data /gz/inner/data"),
+        "two\nfrom tar\nfrom tar"
+    );
+    assert_eq!(
+        sh(&d, "i-copy", "test -e /added/pkg.tar || echo extracted"),
+        "extracted"
+    );
+    assert!(cat(&d, "i-copy", "/group-from-image").contains("nogroup"));
+
+    // ADD of a URL that cannot be reached fails on its line.
+    let ctx = Ctx::new("FROM busybox\nADD http://127.0.0.1:9/file.txt /x\n");
+    let out = build(&d, &ctx, &["-t", "i-url"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("line 2") && stderr(&out).contains("127.0.0.1:9"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Directives: `# syntax=` is noted and ignored, `# escape=` changes the escape.
+    let ctx = Ctx::new(
+        "# syntax=docker/dockerfile:1\n# escape=`\nFROM busybox\nENV A=a\nENV B=`$A C=$A\nRUN echo one `\n  two > /joined\n",
+    );
+    let progress = build_ok(&d, &ctx, &["-t", "i-directives"]);
+    assert!(
+        progress.contains("# syntax=docker/dockerfile:1 ignored"),
+        "{progress}"
+    );
+    let env = config(&d, "i-directives")["Env"].to_string();
+    assert!(env.contains("\"B=$A\"") && env.contains("\"C=a\""), "{env}");
+    assert_eq!(cat(&d, "i-directives", "/joined"), "one two");
+}
+
+/// `wharf build` with stdin (a Dockerfile or a tar) given.
+fn build_stdin(d: &Daemon, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = d
+        .cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn image_id_of(d: &Daemon, name: &str) -> String {
+    ok(d.wharf(&["image", "inspect", "--format", "{{.Id}}", name]))
+}
+
+#[test]
+fn build_flags_and_context_forms() {
+    let d = Daemon::with_busybox();
+    let ctx = Ctx::new("FROM busybox\nRUN echo default > /which\n");
+    ctx.write(
+        "other.Dockerfile",
+        "FROM busybox\nCOPY f /f\nRUN echo other > /which\n",
+    )
+    .write("f", "context file\n");
+
+    // -t twice, --label, --iidfile, -q.
+    let scratch = unique_dir("wharf-test-build-iid");
+    let iid = scratch.join("iid");
+    let quiet = ok(build(
+        &d,
+        &ctx,
+        &[
+            "-q",
+            "-t",
+            "one:a",
+            "-t",
+            "two:b",
+            "--label",
+            "from.flag=yes",
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        quiet.starts_with("sha256:") && !quiet.contains('\n'),
+        "-q prints the id only: {quiet}"
+    );
+    assert_eq!(image_id_of(&d, "one:a"), quiet);
+    assert_eq!(image_id_of(&d, "two:b"), quiet);
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), quiet);
+    assert_eq!(config(&d, "one:a")["Labels"]["from.flag"], "yes");
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    // -f: another file in the context, and one from outside it.
+    let f = ctx.dir.join("other.Dockerfile");
+    build_ok(&d, &ctx, &["-t", "f-in", "-f", f.to_str().unwrap()]);
+    assert_eq!(cat(&d, "f-in", "/which /f"), "other\ncontext file");
+    let outside = unique_dir("wharf-test-build-outside");
+    let of = outside.join("Dockerfile.out");
+    std::fs::write(&of, "FROM busybox\nCOPY f /f\nRUN echo outside > /which\n").unwrap();
+    build_ok(&d, &ctx, &["-t", "f-out", "-f", of.to_str().unwrap()]);
+    assert_eq!(cat(&d, "f-out", "/which /f"), "outside\ncontext file");
+    let _ = std::fs::remove_dir_all(&outside);
+
+    // -f -: the Dockerfile on stdin, the context from the directory.
+    let out = build_stdin(
+        &d,
+        &["build", "-t", "f-stdin", "-f", "-", ctx.path()],
+        b"FROM busybox\nCOPY f /f\nRUN echo stdin > /which\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cat(&d, "f-stdin", "/which /f"), "stdin\ncontext file");
+
+    // `-`: only a Dockerfile, no context (COPY finds nothing).
+    let out = build_stdin(
+        &d,
+        &["build", "-t", "df-only", "-"],
+        b"FROM busybox\nRUN echo lone > /which\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cat(&d, "df-only", "/which"), "lone");
+    let out = build_stdin(&d, &["build", "-"], b"FROM busybox\nCOPY f /f\n");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+
+    // `-`: a tar context on stdin, with -f naming a file in it.
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&ctx.dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let out = build_stdin(
+        &d,
+        &["build", "-t", "tar-ctx", "-f", "other.Dockerfile", "-"],
+        &tar.stdout,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cat(&d, "tar-ctx", "/which /f"), "other\ncontext file");
+    let out = build_stdin(&d, &["build", "-f", "-", "-"], b"FROM busybox\n");
+    assert!(!out.status.success(), "stdin for both was accepted");
+
+    // --platform: the host's builds, another is refused before anything happens.
+    build_ok(&d, &ctx, &["-t", "plat", "--platform", "linux/amd64"]);
+    let before = ok(d.wharf(&["images", "-a", "-q", "--no-trunc"]));
+    let out = build(&d, &ctx, &["-t", "arm", "--platform", "linux/arm64"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("platform linux/arm64 is not supported"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ok(d.wharf(&["images", "-a", "-q", "--no-trunc"])), before);
+
+    // --network with a mode builds cannot use.
+    let out = build(&d, &ctx, &["--network", "container:x"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
+}
+
+#[test]
+fn pull_flag_refreshes_the_base_image() {
+    let reg = crate::registry::common::Registry::start();
+    let a = Daemon::with_busybox();
+    let base = format!("{}/pullflag/base:v1", reg.addr);
+    let push_base = |marker: &str| {
+        let ctx = Ctx::new(&format!("FROM busybox\nRUN echo {marker} > /marker\n"));
+        build_ok(&a, &ctx, &["-t", &base]);
+        ok(a.wharf(&["push", &base]));
+    };
+    push_base("first");
+    let b = Daemon::start();
+    let ctx = Ctx::new(&format!("FROM {base}\nRUN cp /marker /seen\n"));
+    build_ok(&b, &ctx, &["-t", "child"]);
+    assert_eq!(cat(&b, "child", "/seen"), "first");
+    push_base("second");
+    // Without --pull the local base is used (and the cache hits); with it, the new one.
+    let progress = build_ok(&b, &ctx, &["-t", "child"]);
+    assert_eq!(cached_count(&progress), 1, "{progress}");
+    assert_eq!(cat(&b, "child", "/seen"), "first");
+    build_ok(&b, &ctx, &["-t", "child", "--pull"]);
+    assert_eq!(cat(&b, "child", "/seen"), "second");
+    assert_eq!(cat(&b, &base, "/marker"), "second");
+}
+
+#[test]
+fn dockerignore_cases_in_a_directory_and_a_tar_context() {
+    let d = Daemon::with_busybox();
+    let ctx = Ctx::new("FROM busybox\nCOPY . /ctx/\nRUN cd /ctx && find . | sort > /list\n");
+    ctx.write(
+        ".dockerignore",
+        "# comment\n*.log\n!keep.log\n/rootonly\n**/*.tmp\nq?.txt\n[ab].md\nsecret/**\nnested/*\n!nested/wanted\n./clean/../cleaned\nDockerfile\n",
+    );
+    for f in [
+        "a.log",
+        "keep.log",
+        "rootonly",
+        "sub/rootonly",
+        "x.tmp",
+        "deep/er/y.tmp",
+        "deep/er/z.txt",
+        "q1.txt",
+        "q12.txt",
+        "a.md",
+        "c.md",
+        "secret/key",
+        "nested/unwanted",
+        "nested/wanted",
+        "cleaned",
+        "sub/a.log",
+    ] {
+        ctx.write(f, "x");
+    }
+    // Docker's semantics: a pattern without `**` matches from the root only (`sub/a.log`
+    // stays), `secret/**` keeps the directory itself, the Dockerfile is sent regardless.
+    let want = ".\n./.dockerignore\n./c.md\n./deep\n./deep/er\n./deep/er/z.txt\n./keep.log\n./nested\n./nested/wanted\n./q12.txt\n./secret\n./sub\n./sub/a.log\n./sub/rootonly";
+    build_ok(&d, &ctx, &["-t", "ig-dir"]);
+    assert_eq!(cat(&d, "ig-dir", "/list"), want);
+    // The same rules when the context comes as a tar on stdin.
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&ctx.dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    let out = build_stdin(&d, &["build", "-t", "ig-tar", "-"], &tar.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cat(&d, "ig-tar", "/list"), want);
+    // A file the rules exclude cannot be named by COPY either.
+    std::fs::write(ctx.dir.join("Dockerfile"), "FROM busybox\nCOPY a.log /\n").unwrap();
+    let out = build(&d, &ctx, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("line 2") && stderr(&out).contains("not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn variable_expansion_cases() {
+    let d = Daemon::with_busybox();
+    let ctx = Ctx::new(
+        r#"FROM busybox
+ARG FROMARG=dflt
+ENV P=/usr/local/bin/tool.tar.gz A=hello E=
+ENV R1=$A R2=${A}x R3=${UNSET:-d} R4=${E:-d} R5=${E-d} R6=${A:+alt} R7=${UNSET:+alt}
+ENV R8=${P#*/} R9=${P##*/} R10=${P%.*} R11=${P%%.*} R12=${A/l/L} R13=${A//l/L}
+ENV R14=\$A R15='$A' R16="$A w" R17=${FROMARG} R18=pre-${A}-post
+WORKDIR /w/${A}
+COPY ${A}.txt ./${A:+copied}
+LABEL l=${P##*/}
+"#,
+    );
+    ctx.write("hello.txt", "via expansion\n");
+    let want = [
+        "R1=hello",
+        "R2=hellox",
+        "R3=d",
+        "R4=d",
+        "R5=",
+        "R6=alt",
+        "R7=",
+        "R8=usr/local/bin/tool.tar.gz",
+        "R9=tool.tar.gz",
+        "R10=/usr/local/bin/tool.tar",
+        "R11=/usr/local/bin/tool",
+        "R12=heLlo",
+        "R13=heLLo",
+        "R14=$A",
+        "R15=$A",
+        "R16=hello w",
+        "R18=pre-hello-post",
+    ];
+    let check = |image: &str, fromarg: &str| {
+        let c = config(&d, image);
+        let env: Vec<String> = serde_json::from_value(c["Env"].clone()).unwrap();
+        for w in want {
+            assert!(env.iter().any(|e| e == w), "{w} not in {env:?}");
+        }
+        let r17 = format!("R17={fromarg}");
+        assert!(env.contains(&r17), "{r17} not in {env:?}");
+        assert_eq!(c["WorkingDir"], "/w/hello");
+        assert_eq!(c["Labels"]["l"], "tool.tar.gz");
+        assert_eq!(cat(&d, image, "/w/hello/copied"), "via expansion");
+    };
+    build_ok(&d, &ctx, &["-t", "exp"]);
+    check("exp", "dflt");
+    build_ok(&d, &ctx, &["-t", "exp2", "--build-arg", "FROMARG=given"]);
+    check("exp2", "given");
+    // `${V:?message}` stops the build on its line.
+    let bad = Ctx::new("FROM busybox\n\nENV X=${NOPE:?must-be-set}\n");
+    let out = build(&d, &bad, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("line 3") && stderr(&out).contains("NOPE: must-be-set"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn build_arg_changes_invalidate_only_later_steps() {
+    let d = Daemon::with_busybox();
+    let ctx = Ctx::new(
+        "FROM busybox\nRUN echo before > /before\nARG MODE=dev\nRUN echo $MODE > /mode\nENV AFTER=1\n",
+    );
+    let first = build_ok(&d, &ctx, &["-t", "ba"]);
+    assert_eq!(cached_count(&first), 0, "{first}");
+    assert_eq!(cat(&d, "ba", "/before /mode"), "before\ndev");
+    let dev = image_id_of(&d, "ba");
+    let prod = build_ok(&d, &ctx, &["-t", "ba", "--build-arg", "MODE=prod"]);
+    // The RUN before the ARG is cached; the RUN that reads it and what follows are not.
+    let lines: Vec<&str> = prod.lines().collect();
+    let cached: Vec<&str> = lines
+        .windows(2)
+        .filter(|w| w[1].ends_with(" CACHED"))
+        .map(|w| w[0])
+        .collect();
+    assert_eq!(cached.len(), 1, "{prod}");
+    assert!(cached[0].ends_with("RUN echo before > /before"), "{prod}");
+    assert_eq!(cat(&d, "ba", "/mode"), "prod");
+    let again = build_ok(&d, &ctx, &["-t", "ba", "--build-arg", "MODE=prod"]);
+    assert_eq!(cached_count(&again), 3, "{again}");
+    // The default value again: the first build's cache, the first build's image.
+    let back = build_ok(&d, &ctx, &["-t", "ba"]);
+    assert_eq!(cached_count(&back), 3, "{back}");
+    assert_eq!(image_id_of(&d, "ba"), dev);
+    // An unused build arg changes nothing and is reported.
+    let unused = build_ok(&d, &ctx, &["-t", "ba", "--build-arg", "NOBODY=x"]);
+    assert_eq!(cached_count(&unused), 3, "{unused}");
+    assert_eq!(image_id_of(&d, "ba"), dev);
+    assert!(unused.contains("NOBODY"), "{unused}");
 }

@@ -16,7 +16,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Registry, put_image, put_manifest, stalling_proxy};
+use common::{
+    HttpServer, Registry, Response, TokenServer, put_blob, put_image, put_manifest, stalling_proxy,
+};
 use images_common::RawTar;
 
 use crate::harness::{DOCKER20, DOCKER28, Daemon, busybox_tar, ok, stderr, stdout, unique_dir};
@@ -643,4 +645,249 @@ fn pull_resumes_after_kill_9_of_the_daemon() {
         big.len().to_string()
     );
     drop(proxy);
+}
+
+/// What a refused pull must leave as it was: images, tags, snapshots, blobs, ingest, leases.
+fn store_state(d: &Daemon, cfg: &Path) -> Vec<String> {
+    let mut v = vec![ok(wharf(
+        d,
+        cfg,
+        &[
+            "images",
+            "-a",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ],
+    ))];
+    for sub in [
+        "snapshots",
+        "content/blobs/sha256",
+        "content/ingest",
+        "content/leases",
+    ] {
+        let mut names: Vec<String> = std::fs::read_dir(d.root.join(sub))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        v.push(format!("{sub}: {}", names.join(" ")));
+    }
+    v
+}
+
+#[test]
+fn bad_content_fails_the_pull_and_leaves_the_store_unchanged() {
+    let reg = Registry::start();
+    let cfg = ConfigDir::new();
+    let d = Daemon::with_busybox();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let layer = |name: &str, data: &[u8]| {
+        RawTar::new()
+            .dir("data", 0o755)
+            .file(&format!("data/{name}"), data)
+            .finish()
+    };
+    // Something pulled already, so "unchanged" means more than "empty".
+    rt.block_on(put_image(
+        &reg.addr,
+        "good",
+        Some("v1"),
+        "amd64",
+        &[
+            std::fs::read(busybox_tar()).unwrap(),
+            layer("good", b"good"),
+        ],
+    ));
+    ok(wharf(
+        &d,
+        &cfg.0,
+        &["pull", "-q", &format!("{}/good:v1", reg.addr)],
+    ));
+    let before = store_state(&d, &cfg.0);
+    let refused = |name: String, words: &str| {
+        let out = wharf(&d, &cfg.0, &["pull", &name]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stdout(&out));
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(text.contains(words), "{name}: want {words:?} in {text}");
+        assert_eq!(store_state(&d, &cfg.0), before, "{name} changed the store");
+    };
+
+    // A layer whose bytes do not match its digest (same length).
+    let (_, _, digests, _) = rt.block_on(put_image(
+        &reg.addr,
+        "baddigest",
+        Some("v1"),
+        "amd64",
+        &[layer("x", b"fine"), layer("y", &vec![3u8; 50_000])],
+    ));
+    let path = reg.blob_data(&digests[1]);
+    let mut data = std::fs::read(&path).unwrap();
+    let n = data.len();
+    data[n / 2] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+    refused(
+        format!("{}/baddigest:v1", reg.addr),
+        &format!("blob {} does not match its digest", digests[1]),
+    );
+
+    // A truncated layer.
+    let (_, _, digests, _) = rt.block_on(put_image(
+        &reg.addr,
+        "truncated",
+        Some("v1"),
+        "amd64",
+        &[layer("z", &vec![7u8; 100_000])],
+    ));
+    let path = reg.blob_data(&digests[0]);
+    let data = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &data[..data.len() / 2]).unwrap();
+    refused(
+        format!("{}/truncated:v1", reg.addr),
+        &format!("blob {} is truncated", digests[0]),
+    );
+
+    // A config that is not JSON.
+    let config = rt.block_on(put_blob(&reg.addr, "notjson", b"this is not json"));
+    let l = images_common::gzip(&layer("q", b"q"));
+    let ld = rt.block_on(put_blob(&reg.addr, "notjson", &l));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config, "size": 16},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": ld, "size": l.len()}],
+    }))
+    .unwrap();
+    rt.block_on(put_manifest(
+        &reg.addr,
+        "notjson",
+        "v1",
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    ));
+    refused(
+        format!("{}/notjson:v1", reg.addr),
+        &format!("image config {config} is not JSON"),
+    );
+    drop(rt);
+
+    // A manifest over 4 MiB, from a server that sends one (the registry refuses to store it).
+    let huge = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config, "size": 16},
+        "layers": [],
+        "annotations": {"padding": "x".repeat(5 << 20)},
+    }))
+    .unwrap();
+    let huge_digest = wharf_engine::content::Digest::of(&huge).to_string();
+    let fake = HttpServer::start(move |req| {
+        if req.path == "/v2/" {
+            return Response::new(200, "{}");
+        }
+        if req.path.ends_with("/manifests/v1") {
+            return Response::new(200, huge.clone())
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .header("Docker-Content-Digest", &huge_digest);
+        }
+        Response::new(404, "{}")
+    });
+    refused(
+        format!("{}/huge:v1", fake.addr),
+        "over the 4194304-byte limit",
+    );
+    // What was there before still runs.
+    assert_eq!(
+        ok(wharf(
+            &d,
+            &cfg.0,
+            &[
+                "run",
+                "--rm",
+                &format!("{}/good:v1", reg.addr),
+                "cat",
+                "/data/good"
+            ]
+        )),
+        "good"
+    );
+}
+
+#[test]
+fn bearer_token_registry_works_after_login() {
+    if !common::have("openssl") {
+        eprintln!("skipping: openssl is needed to sign tokens");
+        return;
+    }
+    let tokens = TokenServer::start();
+    let reg = Registry::start_token(&tokens.realm(), &tokens.cert);
+    let cfg = ConfigDir::new();
+    let d = Daemon::with_busybox();
+    let name = format!("{}/tok/bb:v1", reg.addr);
+    ok(wharf(&d, &cfg.0, &["tag", "busybox", &name]));
+    // Anonymous tokens grant nothing.
+    let out = wharf(&d, &cfg.0, &["push", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("authentication required"),
+        "push without login: {}",
+        stderr(&out)
+    );
+    let login = |password: &str| {
+        use std::io::Write;
+        let mut child = d
+            .cmd(&["login", "-u", "alice", "--password-stdin", &reg.addr])
+            .env("DOCKER_CONFIG", &cfg.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let refused = login("wrong");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        !cfg.0.join("config.json").exists(),
+        "a refused login stored something"
+    );
+    assert_eq!(ok(login("s3cret")), "Login Succeeded");
+    let digest = pushed_digest(&ok(wharf(&d, &cfg.0, &["push", &name])));
+    // A clean root pulls with the stored credentials; anonymous pulls are refused.
+    let b = Daemon::start();
+    let anon = ConfigDir::new();
+    let out = wharf(&b, &anon.0, &["pull", &name]);
+    assert_eq!(out.status.code(), Some(1), "pulled anonymously");
+    assert_eq!(ok(wharf(&b, &anon.0, &["images", "-q"])), "");
+    let out = ok(wharf(&b, &cfg.0, &["pull", &name]));
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert_eq!(
+        ok(wharf(
+            &b,
+            &cfg.0,
+            &["run", "--rm", &name, "echo", "via token"]
+        )),
+        "via token"
+    );
+    // docker, reading the same credentials, goes through the token dance too.
+    if Path::new(DOCKER28).exists() {
+        let e = Daemon::start();
+        let out = e
+            .docker_cmd(DOCKER28, &["pull", &name])
+            .env("DOCKER_CONFIG", &cfg.0)
+            .output()
+            .unwrap();
+        assert!(
+            stdout(&out).contains(&format!("Digest: {digest}")),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
 }

@@ -580,3 +580,157 @@ pub fn run(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A token server for the registry's `token` auth: RS256 JWTs signed with a self-signed
+/// certificate's key, granting what is asked to `alice` and nothing to anyone else.
+pub struct TokenServer {
+    server: HttpServer,
+    pub cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// libtrust's key id: the first 240 bits of the SHA-256 of the DER public key, in base32,
+/// in groups of four.
+fn key_id(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(der);
+    let b32 = base32(&hash[..30]);
+    b32.as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn base32(data: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut buffer, mut bits) = (0u32, 0);
+    for &b in data {
+        buffer = (buffer << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            out.push(ALPHABET[((buffer >> (bits - 5)) & 31) as usize] as char);
+            bits -= 5;
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+impl TokenServer {
+    pub fn start() -> TokenServer {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        run(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=wharf-test-token",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ]));
+        let der = Command::new("openssl")
+            .args([
+                "rsa",
+                "-in",
+                key.to_str().unwrap(),
+                "-pubout",
+                "-outform",
+                "DER",
+            ])
+            .output()
+            .unwrap()
+            .stdout;
+        let kid = key_id(&der);
+        let server = HttpServer::start(move |req| {
+            use base64::Engine as _;
+            let granted = match req
+                .header("authorization")
+                .and_then(|a| a.strip_prefix("Basic "))
+            {
+                Some(b) => {
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .unwrap_or_default();
+                    let text = String::from_utf8(raw).unwrap_or_default();
+                    if text != "alice:s3cret" {
+                        return Response::new(401, r#"{"details":"bad credentials"}"#);
+                    }
+                    true
+                }
+                None => false,
+            };
+            let mut access = Vec::new();
+            for (k, v) in req.params() {
+                if k != "scope" {
+                    continue;
+                }
+                for scope in v.split(' ') {
+                    let parts: Vec<&str> = scope.split(':').collect();
+                    if parts.len() == 3 && granted {
+                        access.push(serde_json::json!({
+                            "type": parts[0], "name": parts[1],
+                            "actions": parts[2].split(',').collect::<Vec<_>>(),
+                        }));
+                    }
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": kid});
+            let claims = serde_json::json!({
+                "iss": "wharf-test-issuer", "sub": if granted { "alice" } else { "" },
+                "aud": "wharf-test", "exp": now + 600, "nbf": now - 60, "iat": now,
+                "jti": format!("{now}-{}", std::process::id()), "access": access,
+            });
+            let input = format!(
+                "{}.{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string()),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let mut child = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign", key.to_str().unwrap()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            let sig = child.wait_with_output().unwrap().stdout;
+            let token = format!(
+                "{input}.{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+            );
+            let body =
+                serde_json::json!({"token": token, "access_token": token, "expires_in": 600});
+            Response::new(200, body.to_string()).header("Content-Type", "application/json")
+        });
+        TokenServer {
+            server,
+            cert,
+            _dir: dir,
+        }
+    }
+
+    pub fn realm(&self) -> String {
+        format!("http://{}/token", self.server.addr)
+    }
+}
