@@ -63,15 +63,65 @@ fn cpus_land_in_the_cgroup() {
     ok(d.wharf(&["rm", "-f", &id]));
 }
 
+/// Docker's default confinement: seccomp filtering and exactly its default capabilities in the
+/// effective, permitted and bounding sets, none inheritable or ambient.
+fn assert_default_confinement(status: &str) {
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l == format!("{set}:\t00000000a80425fb")),
+            "{status}"
+        );
+    }
+    for set in ["CapInh", "CapAmb"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l == format!("{set}:\t0000000000000000")),
+            "{status}"
+        );
+    }
+}
+
 #[test]
 fn default_security_profile() {
     let d = Daemon::with_busybox();
     let status = ok(d.wharf(&["run", "--rm", "busybox", "cat", "/proc/self/status"]));
+    assert_default_confinement(&status);
+    // Also as another user (libcontainer sets the ids before the capabilities), and for a
+    // process started by exec: CAP_SYS_ADMIN, held while the precompiled filter is loaded,
+    // must be gone from every set.
+    let status = ok(d.wharf(&[
+        "run",
+        "--rm",
+        "-u",
+        "1000",
+        "busybox",
+        "cat",
+        "/proc/self/status",
+    ]));
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+    for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l == format!("{set}:\t0000000000000000")),
+            "{status}"
+        );
+    }
+    let id = ok(d.wharf(&["run", "-d", "busybox", "sleep", "1000"]));
+    let id = id.trim();
+    let status = ok(d.wharf(&["exec", id, "cat", "/proc/self/status"]));
+    assert_default_confinement(&status);
+    let status = ok(d.wharf(&["exec", "-u", "1000", id, "cat", "/proc/self/status"]));
     assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
     assert!(
-        status.lines().any(|l| l == "CapEff:\t00000000a80425fb"),
+        status.lines().any(|l| l == "CapPrm:\t0000000000000000"),
         "{status}"
     );
+    ok(d.wharf(&["rm", "-f", id]));
     let out = d.wharf(&[
         "run",
         "--rm",

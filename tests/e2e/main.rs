@@ -25,3 +25,4 @@ mod network;
 mod registry;
 mod restart;
 mod run;
+mod stats;

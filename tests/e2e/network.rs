@@ -148,6 +148,11 @@ fn published_ports_default_bridge_and_port_verb() {
         let body = http_get(ip, 18080).unwrap();
         assert!(body.contains("hello from wharf"), "via {ip}: {body}");
     }
+    // A non-loopback address of this host that exists on every machine: the daemon's own
+    // bridge gateway.
+    let gw: Ipv4Addr = d.bip.split('/').next().unwrap().parse().unwrap();
+    let body = http_get(gw, 18080).unwrap();
+    assert!(body.contains("hello from wharf"), "via {gw}: {body}");
 
     // The random port, as `wharf port` and `docker port` report it.
     let port = ok(d.wharf(&["port", &id, "80/tcp"]));
@@ -195,7 +200,6 @@ fn published_ports_default_bridge_and_port_verb() {
     let resolv = ok(d.wharf(&["exec", &id, "cat", "/etc/resolv.conf"]));
     assert!(!resolv.contains("nameserver 127."), "{resolv}");
     let route = ok(d.wharf(&["exec", &id, "ip", "route"]));
-    let gw = d.bip.split('/').next().unwrap();
     assert!(route.contains(&format!("default via {gw}")), "{route}");
 
     ok(d.wharf(&["rm", "-f", &id]));
@@ -585,4 +589,168 @@ fn run_rm_cycles_and_daemon_kill_leave_nothing() {
     assert!(!links().contains(&format!(" {bridge}:")), "{}", links());
     assert!(nft_table(&d).is_none());
     assert_eq!(iptables_rules(&bridge), 0);
+}
+
+#[test]
+fn network_create_options_and_endpoint_flags() {
+    let d = Daemon::with_busybox();
+    let base: Ipv4Addr = d
+        .pool
+        .strip_prefix("base=")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The daemon pool's second-to-last /28; network_modes takes the last.
+    let o = base.octets();
+    let at = |n: u8| Ipv4Addr::new(o[0], o[1], o[2], o[3] + 96 + n);
+    let (subnet, gw, range) = (format!("{}/28", at(0)), at(14), format!("{}/29", at(8)));
+    let bridge = format!("wto{}", std::process::id() % 100_000);
+    ok(d.wharf(&[
+        "network",
+        "create",
+        "--subnet",
+        &subnet,
+        "--gateway",
+        &gw.to_string(),
+        "--ip-range",
+        &range,
+        "--label",
+        "team=opt",
+        "-o",
+        &format!("com.docker.network.bridge.name={bridge}"),
+        "optnet",
+    ]));
+    let ipam = ok(d.wharf(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}} {{.IPRange}}{{end}} {{.Labels.team}}",
+        "optnet",
+    ]));
+    assert_eq!(ipam, format!("{subnet} {gw} {range} opt"));
+    assert!(links().contains(&format!(" {bridge}:")), "{}", links());
+
+    // --ip, --mac-address, --add-host (host-gateway is the network's gateway), --dns-search.
+    let ip = at(9);
+    let out = ok(d.wharf(&[
+        "run",
+        "--rm",
+        "--network",
+        "optnet",
+        "--ip",
+        &ip.to_string(),
+        "--mac-address",
+        "02:42:0a:0b:0c:0d",
+        "--add-host",
+        "db:192.0.2.7",
+        "--add-host",
+        "gw:host-gateway",
+        "--dns-search",
+        "example.test",
+        "busybox",
+        "sh",
+        "-c",
+        "ip addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf",
+    ]));
+    assert!(out.contains(&format!("inet {ip}/28")), "{out}");
+    assert!(out.contains("link/ether 02:42:0a:0b:0c:0d"), "{out}");
+    assert!(out.contains(&format!("default via {gw}")), "{out}");
+    assert!(out.contains("192.0.2.7\tdb\n"), "{out}");
+    assert!(out.contains(&format!("{gw}\tgw\n")), "{out}");
+    assert!(out.contains("search example.test"), "{out}");
+
+    // Without --ip the address comes from the range, never the gateway.
+    let got = ok(d.wharf(&[
+        "run",
+        "--rm",
+        "--network",
+        "optnet",
+        "busybox",
+        "ip",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "eth0",
+    ]));
+    let addr: Ipv4Addr = got
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(addr >= at(8) && addr <= at(15) && addr != gw, "{got}");
+
+    // --dns replaces the host's resolvers (no traffic: the file only).
+    let resolv = ok(d.wharf(&[
+        "run",
+        "--rm",
+        "--dns",
+        "192.0.2.53",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]));
+    assert!(
+        resolv.lines().any(|l| l == "nameserver 192.0.2.53"),
+        "{resolv}"
+    );
+    assert_eq!(resolv.matches("nameserver").count(), 1, "{resolv}");
+
+    // An address outside the network is refused, and leaves nothing behind.
+    let bad = d.wharf(&[
+        "run",
+        "--rm",
+        "--network",
+        "optnet",
+        "--ip",
+        "192.0.2.9",
+        "busybox",
+        "true",
+    ]);
+    assert!(!bad.status.success());
+    assert_eq!(ok(d.wharf(&["ps", "-aq"])), "");
+
+    // NetworkingConfig through the API: docker's run with --ip.
+    if std::path::Path::new(DOCKER28).exists() {
+        let ip = at(10);
+        let out = ok(d.docker(
+            DOCKER28,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "optnet",
+                "--ip",
+                &ip.to_string(),
+                "busybox",
+                "ip",
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "eth0",
+            ],
+        ));
+        assert!(out.contains(&format!("inet {ip}/28")), "{out}");
+        let theirs = ok(d.docker(
+            DOCKER28,
+            &[
+                "network",
+                "inspect",
+                "-f",
+                "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}} {{.IPRange}}{{end}}",
+                "optnet",
+            ],
+        ));
+        assert_eq!(theirs, format!("{subnet} {gw} {range}"));
+    }
+    ok(d.wharf(&["network", "rm", "optnet"]));
+    assert!(!links().contains(&format!(" {bridge}:")), "{}", links());
 }

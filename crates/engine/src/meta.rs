@@ -7,10 +7,18 @@
 //! networks    network id (64 hex)             -> network::NetworkRecord
 //! ```
 //! The daemon is the only process that opens the file; redb holds an exclusive lock on it.
+//!
+//! Changes that the next start of the daemon can rebuild or settle (a container's running and
+//! exit states, a removal) are committed without an fsync ([`Meta::apply_soon`]): visible at
+//! once, and made durable by one commit a moment later ([`FLUSH_AFTER`]), together with
+//! whatever else changed meanwhile. Everything else is durable before the call returns.
 
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -43,7 +51,8 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 /// The tables of the database.
@@ -93,8 +102,101 @@ impl Change {
     }
 }
 
+/// How long [`Meta::apply_soon`] changes may wait for the commit that makes them durable: long
+/// enough to gather a container's start, exit and removal into one fsync.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(25);
+
 pub struct Meta {
-    db: Database,
+    db: Arc<Database>,
+    flusher: Flusher,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Changes were committed without an fsync since the last durable commit.
+    dirty: bool,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct FlushShared {
+    state: Mutex<FlushState>,
+    wake: Condvar,
+}
+
+impl FlushShared {
+    fn lock(&self) -> MutexGuard<'_, FlushState> {
+        // Two flags; a panic while they were held cannot leave them torn.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The thread that makes [`Meta::apply_soon`] changes durable.
+struct Flusher {
+    shared: Arc<FlushShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(db: Arc<Database>) -> Flusher {
+        let shared = Arc::new(FlushShared::default());
+        let for_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("meta-flush".into())
+            .spawn(move || flush_loop(&db, &for_thread))
+            .ok();
+        Flusher { shared, thread }
+    }
+
+    fn mark_dirty(&self) {
+        self.shared.lock().dirty = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn flush_loop(db: &Database, shared: &FlushShared) {
+    let mut st = shared.lock();
+    loop {
+        while !st.dirty && !st.stop {
+            st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if !st.dirty {
+            return;
+        }
+        let deadline = Instant::now() + FLUSH_AFTER;
+        while !st.stop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = shared
+                .wake
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.dirty = false;
+        drop(st);
+        // An empty durable commit persists every commit before it.
+        let result = db
+            .begin_write()
+            .map_err(MetaError::from)
+            .and_then(|tx| Ok(tx.commit()?));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "making metadata durable");
+        }
+        st = shared.lock();
+    }
 }
 
 impl Meta {
@@ -105,7 +207,11 @@ impl Meta {
             tx.open_table(table.def())?;
         }
         tx.commit()?;
-        Ok(Meta { db })
+        let db = Arc::new(db);
+        Ok(Meta {
+            flusher: Flusher::start(db.clone()),
+            db,
+        })
     }
 
     pub fn get<T: DeserializeOwned>(
@@ -142,9 +248,38 @@ impl Meta {
         self.apply(vec![Change::Delete(table, key.to_string())])
     }
 
+    /// [`Meta::put`], durable within [`FLUSH_AFTER`] instead of on return.
+    pub fn put_soon<T: Serialize>(
+        &self,
+        table: Table,
+        key: &str,
+        value: &T,
+    ) -> Result<(), MetaError> {
+        self.apply_soon(vec![Change::put(table, key, value)?])
+    }
+
+    /// [`Meta::delete`], durable within [`FLUSH_AFTER`] instead of on return.
+    pub fn delete_soon(&self, table: Table, key: &str) -> Result<(), MetaError> {
+        self.apply_soon(vec![Change::Delete(table, key.to_string())])
+    }
+
+    /// [`Meta::apply`] without waiting for the disk: the changes are visible at once and
+    /// durable within [`FLUSH_AFTER`]. Only for state a restarted daemon can rebuild: a crash
+    /// in between loses them.
+    pub fn apply_soon(&self, changes: Vec<Change>) -> Result<(), MetaError> {
+        self.commit(changes, Durability::None)?;
+        self.flusher.mark_dirty();
+        Ok(())
+    }
+
     /// Applies all changes in one transaction: all of them land, or none.
     pub fn apply(&self, changes: Vec<Change>) -> Result<(), MetaError> {
-        let tx = self.db.begin_write()?;
+        self.commit(changes, Durability::Immediate)
+    }
+
+    fn commit(&self, changes: Vec<Change>, durability: Durability) -> Result<(), MetaError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(durability)?;
         for change in &changes {
             match change {
                 Change::Put(table, key, value) => {
@@ -192,6 +327,28 @@ mod tests {
         assert_eq!(tag.as_deref(), Some("sha256:aa"));
         let images: Vec<(String, serde_json::Value)> = meta.list(Table::Images).unwrap();
         assert_eq!(images.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn soon_changes_are_visible_at_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("wharf-meta-soon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meta.redb");
+        {
+            let meta = Meta::open(&path).unwrap();
+            meta.put_soon(Table::Containers, "a", &1).unwrap();
+            meta.put_soon(Table::Containers, "b", &2).unwrap();
+            assert_eq!(meta.get::<i32>(Table::Containers, "a").unwrap(), Some(1));
+            // Let the flusher commit once, then change more and close before it runs again.
+            std::thread::sleep(FLUSH_AFTER * 4);
+            meta.delete_soon(Table::Containers, "a").unwrap();
+            assert_eq!(meta.get::<i32>(Table::Containers, "a").unwrap(), None);
+        }
+        let meta = Meta::open(&path).unwrap();
+        let rows: Vec<(String, i32)> = meta.list(Table::Containers).unwrap();
+        assert_eq!(rows, vec![("b".to_string(), 2)]);
+        drop(meta);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -169,14 +169,37 @@ pub fn mount_overlay(
     work: &Path,
     target: &Path,
 ) -> Result<(), SnapshotError> {
+    mount_overlay_with(lowers, upper, work, target, false)
+}
+
+/// [`mount_overlay`], optionally `volatile`: overlayfs then never syncs the upper file system
+/// (no syncfs of the whole disk at unmount), for an upper directory that is thrown away after
+/// one run (`--rm`) and never trusted after a crash. overlayfs refuses to mount a work
+/// directory a volatile mount used again; the marker it leaves is removed first, which is
+/// only sound because such a container's layer never outlives a crash (recovery removes it).
+pub fn mount_overlay_with(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    volatile: bool,
+) -> Result<(), SnapshotError> {
     if lowers.is_empty() {
         return Err(SnapshotError::NoLowers);
     }
-    let new_api = match mount_new_api(lowers, upper, work, target) {
+    if volatile {
+        let marker = work.join("work").join("incompat").join("volatile");
+        match std::fs::remove_dir_all(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&marker)(e)),
+        }
+    }
+    let new_api = match mount_new_api(lowers, upper, work, target, volatile) {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
-    mount_classic(lowers, upper, work, target).map_err(|classic| SnapshotError::Mount {
+    mount_classic(lowers, upper, work, target, volatile).map_err(|classic| SnapshotError::Mount {
         target: target.to_path_buf(),
         new_api,
         classic,
@@ -188,10 +211,11 @@ fn mount_new_api(
     upper: &Path,
     work: &Path,
     target: &Path,
+    volatile: bool,
 ) -> Result<(), Errno> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
-        fsconfig_set_string, fsmount, fsopen, move_mount,
+        fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
     };
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     fsconfig_set_string(&fs, "source", "overlay")?;
@@ -200,6 +224,9 @@ fn mount_new_api(
     }
     fsconfig_set_string(&fs, "upperdir", upper)?;
     fsconfig_set_string(&fs, "workdir", work)?;
+    if volatile {
+        fsconfig_set_flag(&fs, "volatile")?;
+    }
     fsconfig_create(&fs)?;
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     move_mount(
@@ -232,6 +259,7 @@ fn mount_classic(
     upper: &Path,
     work: &Path,
     target: &Path,
+    volatile: bool,
 ) -> Result<(), String> {
     let mut data = b"lowerdir=".to_vec();
     for (i, lower) in lowers.iter().enumerate() {
@@ -244,6 +272,9 @@ fn mount_classic(
     data.extend(escape_option(upper));
     data.extend(b",workdir=");
     data.extend(escape_option(work));
+    if volatile {
+        data.extend(b",volatile");
+    }
     if data.len() >= 4096 {
         return Err(format!(
             "{} layers make an option string of {} bytes, over the one-page limit",
@@ -321,6 +352,38 @@ mod tests {
     }
 
     #[test]
+    fn volatile_mounts_skip_syncs_and_mount_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lower, upper, work, target) = (
+            dir.path().join("lower"),
+            dir.path().join("upper"),
+            dir.path().join("work"),
+            dir.path().join("merged"),
+        );
+        for d in [&lower, &upper, &work, &target] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(lower.join("a"), "a").unwrap();
+        let lowers = std::slice::from_ref(&lower);
+        mount_overlay_with(lowers, &upper, &work, &target, true).unwrap();
+        let options = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(target.to_str().unwrap()))
+            .map(str::to_string);
+        std::fs::write(target.join("b"), "b").unwrap();
+        unmount(&target).unwrap();
+        // overlayfs leaves a marker that makes a second mount of this work directory fail;
+        // the next volatile mount clears it.
+        assert!(work.join("work/incompat/volatile").is_dir());
+        mount_overlay_with(lowers, &upper, &work, &target, true).unwrap();
+        let b = std::fs::read_to_string(target.join("b"));
+        unmount(&target).unwrap();
+        assert!(options.unwrap().contains("volatile"));
+        assert_eq!(b.unwrap(), "b");
+    }
+
+    #[test]
     fn classic_mount_works_and_reports_long_options() {
         let dir = tempfile::tempdir().unwrap();
         let (lower, upper, work, target) = (
@@ -333,12 +396,12 @@ mod tests {
             std::fs::create_dir(d).unwrap();
         }
         std::fs::write(lower.join("a"), "a").unwrap();
-        mount_classic(std::slice::from_ref(&lower), &upper, &work, &target).unwrap();
+        mount_classic(std::slice::from_ref(&lower), &upper, &work, &target, false).unwrap();
         let read = std::fs::read_to_string(target.join("a"));
         unmount(&target).unwrap();
         assert_eq!(read.unwrap(), "a");
         let many = vec![lower.join("x".repeat(200)); 30];
-        let err = mount_classic(&many, &upper, &work, &target).unwrap_err();
+        let err = mount_classic(&many, &upper, &work, &target, false).unwrap_err();
         assert!(err.contains("one-page limit"), "{err}");
         assert!(matches!(
             mount_overlay(&[], &upper, &work, &target),

@@ -9,7 +9,7 @@ use libcgroups::common::{
     create_cgroup_manager_with_root, get_cgroup_setup_with_root,
 };
 
-pub use libcgroups::stats::Stats;
+pub use libcgroups::stats::{BlkioDeviceStat, Stats};
 
 /// Where the cgroup hierarchies are mounted on a normal system.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";

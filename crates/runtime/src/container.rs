@@ -8,8 +8,11 @@ use libcontainer::container::{Container as YoukiContainer, ContainerStatus};
 use libcontainer::signal::Signal as YoukiSignal;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
+use oci_spec::runtime::Spec;
+use std::sync::Arc;
 
 use crate::executor::WharfExecutor;
+use crate::seccomp::{self, Program};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -99,9 +102,29 @@ pub struct ExecOptions<'a> {
     pub stdio: Stdio,
 }
 
-fn builder(id: &str, state_root: &Path, stdio: Stdio) -> Result<ContainerBuilder, RuntimeError> {
+/// The precompiled seccomp program the bundle's spec names, read now: the container's init
+/// cannot reach the host's files any more when it loads it.
+fn seccomp_of(bundle: &Path) -> Result<Option<Arc<Program>>, RuntimeError> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).map_err(|source| RuntimeError::Io {
+        context: format!("reading {}", path.display()),
+        source,
+    })?;
+    let spec: Spec = serde_json::from_slice(&text)
+        .map_err(|e| RuntimeError::Runtime(format!("{}: {e}", path.display())))?;
+    seccomp::from_spec(&spec)
+        .map(|p| p.map(Arc::new))
+        .map_err(|e| RuntimeError::from_youki(&e))
+}
+
+fn builder(
+    id: &str,
+    state_root: &Path,
+    stdio: Stdio,
+    seccomp: Option<Arc<Program>>,
+) -> Result<ContainerBuilder, RuntimeError> {
     let b = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
-        .with_executor(WharfExecutor)
+        .with_executor(WharfExecutor { seccomp })
         .with_root_path(state_root)
         .map_err(|e| RuntimeError::from_youki(&e))?
         .validate_id()
@@ -142,7 +165,8 @@ impl Container {
             context: format!("creating {}", opts.state_root.display()),
             source,
         })?;
-        let built = builder(opts.id, opts.state_root, opts.stdio)?
+        let seccomp = seccomp_of(opts.bundle)?;
+        let built = builder(opts.id, opts.state_root, opts.stdio, seccomp)?
             .as_init(opts.bundle)
             .with_systemd(false)
             .with_detach(true)
@@ -265,7 +289,10 @@ pub fn exec(opts: ExecOptions<'_>) -> Result<i32, RuntimeError> {
     if !opts.state_root.join(opts.id).exists() {
         return Err(RuntimeError::NotFound(opts.id.to_string()));
     }
-    let pid = builder(opts.id, opts.state_root, opts.stdio)?
+    let container = YoukiContainer::load(opts.state_root.join(opts.id))
+        .map_err(|e| RuntimeError::from_youki(&e))?;
+    let seccomp = seccomp_of(container.bundle())?;
+    let pid = builder(opts.id, opts.state_root, opts.stdio, seccomp)?
         .as_tenant()
         .with_process(Some(opts.process))
         .with_detach(true)

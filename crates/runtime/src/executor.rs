@@ -4,13 +4,20 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
-#[derive(Clone)]
-pub(crate) struct WharfExecutor;
+use crate::seccomp::Program;
+
+#[derive(Clone, Default)]
+pub(crate) struct WharfExecutor {
+    /// A precompiled seccomp program (read before the clone: the host's files are out of reach
+    /// once the init has pivoted into the rootfs), loaded at the end of `validate`.
+    pub seccomp: Option<Arc<Program>>,
+}
 
 impl Executor for WharfExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
@@ -18,6 +25,20 @@ impl Executor for WharfExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        self.check(spec)?;
+        // Last: capabilities are final, and what runs from here to the workload is the init's
+        // hand-off (notify socket, execve), which every profile allows.
+        if let Some(p) = &self.seccomp {
+            crate::seccomp::install(p).map_err(|e| {
+                ExecutorValidationError::ArgValidationError(format!("loading seccomp: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl WharfExecutor {
+    fn check(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         let process = spec.process().as_ref().ok_or_else(|| {
             ExecutorValidationError::ArgValidationError("the spec has no process".into())
         })?;

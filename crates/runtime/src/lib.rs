@@ -10,10 +10,11 @@ mod sys;
 pub mod cgroup;
 mod container;
 mod executor;
+pub mod seccomp;
 pub mod socket;
 
 pub use container::{Container, ExecOptions, InitOptions, RuntimeError, Stdio, exec};
 pub use sys::{
-    Fork, fork, recv_with_fd, send_with_fd, set_sigpipe_default, set_winsize, thread_count,
-    trim_heap,
+    Fork, fork, recv_with_fd, release_clean_file_pages, send_with_fd, set_sigpipe_default,
+    set_winsize, thread_count, trim_heap,
 };

@@ -34,6 +34,8 @@ pub(crate) struct RunArgs {
     pub tty: bool,
     pub stdin: bool,
     pub stdin_once: bool,
+    /// Become a session leader in place instead of double-forking; the caller reaps the shim.
+    pub session: bool,
 }
 
 /// Options of `wharf shim exec`.
@@ -47,7 +49,7 @@ pub(crate) struct ExecArgs {
 }
 
 const USAGE: &str = "usage:
-  wharf shim run --id ID --bundle DIR --state DIR --dir DIR --log FILE [--tty] [--stdin] [--stdin-once]
+  wharf shim run --id ID --bundle DIR --state DIR --dir DIR --log FILE [--tty] [--stdin] [--stdin-once] [--session]
   wharf shim exec --id ID --state DIR --process FILE [--tty] [--report SOCKET]";
 
 /// Splits `--flag value` / `--flag=value` pairs and switches.
@@ -82,7 +84,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, ArgsError> {
     let mut r = RunArgs::default();
     parse_flags(
         args,
-        &["--tty", "--stdin", "--stdin-once"],
+        &["--tty", "--stdin", "--stdin-once", "--session"],
         |flag, value| {
             let v = value.unwrap_or_default();
             match flag {
@@ -94,6 +96,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, ArgsError> {
                 "--tty" => r.tty = true,
                 "--stdin" => r.stdin = true,
                 "--stdin-once" => r.stdin_once = true,
+                "--session" => r.session = true,
                 other => return Err(ArgsError::Unknown(other.to_string())),
             }
             Ok(())
@@ -139,9 +142,17 @@ fn parse_exec(args: &[String]) -> Result<ExecArgs, ArgsError> {
     Ok(e)
 }
 
-/// Entry point; `argv[1]` is "shim".
+/// Entry point of `wharf shim ...`: `argv[1]` is "shim".
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(2).collect();
+    dispatch(std::env::args().skip(2).collect())
+}
+
+/// Entry point of the standalone `wharf-shim ...` binary.
+pub fn standalone_main() -> ExitCode {
+    dispatch(std::env::args().skip(1).collect())
+}
+
+fn dispatch(args: Vec<String>) -> ExitCode {
     match args.first().map(String::as_str) {
         Some("run") => match parse_run(&args[1..]) {
             Ok(a) => run::run(a),
@@ -197,10 +208,11 @@ mod tests {
     #[test]
     fn run_flags() {
         let r = parse_run(&v(
-            "--id x --bundle /b --state=/s --dir /d --log /l --tty --stdin-once",
+            "--id x --bundle /b --state=/s --dir /d --log /l --tty --stdin-once --session",
         ))
         .unwrap();
         assert_eq!(r.id, "x");
+        assert!(r.session);
         assert_eq!(r.state, PathBuf::from("/s"));
         assert!(r.tty && r.stdin_once && !r.stdin);
         assert!(matches!(

@@ -14,11 +14,12 @@ use crate::RunArgs;
 use crate::serve::{Output, Shim};
 
 /// Writes `data` to `path` through a temporary file and a rename, so readers see all or nothing.
+/// No fsync: these files live in the run directory, which a reboot empties anyway, and a
+/// crashed process leaves its writes in the page cache.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
@@ -49,8 +50,13 @@ pub(crate) fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(125);
         }
     };
-    // Double fork: the shim ends up in its own session, a grandchild the engine does not own,
-    // so it outlives the daemon.
+    // The shim must outlive the engine and its session. The engine passes --session: the
+    // shim (not a process group leader, so setsid works) leads a new session in place and
+    // stays the engine's child, saving two forks on every start. Otherwise it double-forks
+    // into a grandchild nobody waits for.
+    if args.session && nix::unistd::setsid().is_ok() {
+        return ExitCode::from(u8::try_from(serve_container(&args, out)).unwrap_or(1));
+    }
     match wharf_runtime::fork() {
         Err(e) => {
             report(&mut out, &format!("err forking the shim: {e}\n"));
@@ -71,11 +77,17 @@ pub(crate) fn run(mut args: RunArgs) -> ExitCode {
         Ok(Fork::Parent(_)) => std::process::exit(0),
         Ok(Fork::Child) => {}
     }
+    std::process::exit(serve_container(&args, out))
+}
+
+/// Creates the container, reports on `out`, and serves it until it has exited; returns the
+/// shim's exit code.
+fn serve_container(args: &RunArgs, mut out: File) -> i32 {
     if let Err(e) = detach_stdio() {
         report(&mut out, &format!("err setting up the shim: {e}\n"));
-        std::process::exit(125);
+        return 125;
     }
-    let code = match start(&args) {
+    match start(args) {
         Ok(shim) => {
             wharf_runtime::trim_heap();
             report(&mut out, &format!("ok {}\n", shim.pid()));
@@ -86,8 +98,7 @@ pub(crate) fn run(mut args: RunArgs) -> ExitCode {
             report(&mut out, &format!("err {}\n", message.replace('\n', " ")));
             1
         }
-    };
-    std::process::exit(code)
+    }
 }
 
 /// Points 0, 1 and 2 at /dev/null and leaves the engine's working directory.

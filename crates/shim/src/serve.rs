@@ -27,6 +27,8 @@ use crate::log::{JsonLog, Stream, now};
 use crate::run::{Files, write_atomic};
 
 const CLIENT_BACKLOG: usize = 1 << 20;
+/// How long the shim must have been idle before it gives memory back (see [`Shim::trim`]).
+const IDLE_TRIM_AFTER: Duration = Duration::from_millis(250);
 const HEADER_MAX: usize = 128;
 /// How long the final flush to an attach client may block before the client is dropped.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,6 +99,8 @@ pub(crate) struct Shim {
     clients: Vec<Client>,
     waiters: Vec<UnixStream>,
     status: Option<i32>,
+    /// Something happened since the last trim.
+    trim_due: bool,
     socket: PathBuf,
     pid_file: PathBuf,
     exit_file: PathBuf,
@@ -133,6 +137,7 @@ impl Shim {
             clients: Vec::new(),
             waiters: Vec::new(),
             status: None,
+            trim_due: true,
             socket: files.socket.clone(),
             pid_file: files.pid.clone(),
             exit_file: files.exit.clone(),
@@ -162,8 +167,13 @@ impl Shim {
         self.reap();
         while !self.finished() {
             let ready = self.wait_ready();
-            for (tag, revents) in ready {
-                self.handle(tag, revents);
+            match ready {
+                None => self.trim(),
+                Some(ready) => {
+                    for (tag, revents) in ready {
+                        self.handle(tag, revents);
+                    }
+                }
             }
         }
         self.finish();
@@ -204,8 +214,17 @@ impl Shim {
         }
     }
 
-    /// Blocks in poll(2); returns what became ready.
-    fn wait_ready(&self) -> Vec<(Tag, PollFlags)> {
+    /// An idle shim gives back its free heap and the file pages it touched while it worked
+    /// (libcontainer's create, the first commands): a shim lives as long as its container.
+    fn trim(&mut self) {
+        wharf_runtime::trim_heap();
+        let _ = wharf_runtime::release_clean_file_pages();
+        self.trim_due = false;
+    }
+
+    /// Blocks in poll(2); returns what became ready, or `None` when the shim has been idle
+    /// for [`IDLE_TRIM_AFTER`] with a trim due.
+    fn wait_ready(&mut self) -> Option<Vec<(Tag, PollFlags)>> {
         let mut tags = Vec::with_capacity(8 + self.clients.len());
         let mut fds = Vec::with_capacity(8 + self.clients.len());
         if let Some(s) = &self.sigfd {
@@ -239,15 +258,26 @@ impl Shim {
             tags.push(Tag::Client(i));
             fds.push(PollFd::new(c.stream.as_fd(), flags));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let timeout = if self.trim_due {
+            PollTimeout::try_from(IDLE_TRIM_AFTER).unwrap_or(PollTimeout::NONE)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) if self.trim_due => return None,
             Ok(_) => {}
-            Err(Errno::EINTR) => return Vec::new(),
-            Err(_) => return Vec::new(),
+            Err(_) => return Some(Vec::new()),
         }
-        tags.into_iter()
+        let ready: Vec<(Tag, PollFlags)> = tags
+            .into_iter()
             .zip(fds.iter())
             .filter_map(|(t, f)| f.revents().filter(|r| !r.is_empty()).map(|r| (t, r)))
-            .collect()
+            .collect();
+        drop(fds);
+        if !ready.is_empty() {
+            self.trim_due = true;
+        }
+        Some(ready)
     }
 
     fn handle(&mut self, tag: Tag, revents: PollFlags) {

@@ -249,11 +249,18 @@ async fn stats(
     Path(id): Path<String>,
     Query(q): Query<Params>,
 ) -> ApiResult<Response> {
-    let stream = q.flag("stream", true) && !q.flag("one-shot", false);
-    if !stream {
-        return Ok(Json(e.stats(&id).await?).into_response());
+    let stream = q.flag("stream", true);
+    if q.flag("one-shot", false) {
+        return Ok(Json(e.stats(&id, None).await?).into_response());
     }
-    let first = e.stats(&id).await?;
+    if !stream {
+        // As Docker: a second sample a moment after the first, so clients can compute the
+        // CPU share against precpu_stats.
+        let first = e.stats(&id, None).await?;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        return Ok(Json(e.stats(&id, Some(&first)).await?).into_response());
+    }
+    let first = e.stats(&id, None).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let mut next = Some(first);
@@ -264,7 +271,7 @@ async fn stats(
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            next = e.stats(&id).await.ok();
+            next = e.stats(&id, Some(&s)).await.ok();
         }
     });
     let mut resp = body::stream(rx).into_response();

@@ -75,6 +75,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Meta(#[from] crate::meta::MetaError),
     #[error(transparent)]
+    Cgroup(#[from] wharf_runtime::cgroup::CgroupError),
+    #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
     #[error("container files")]
     Io(#[from] std::io::Error),
@@ -98,6 +100,7 @@ impl ContainerError {
             ContainerError::Snapshot(_)
             | ContainerError::Shim(_)
             | ContainerError::Meta(_)
+            | ContainerError::Cgroup(_)
             | ContainerError::Io(_) => ErrorKind::Internal,
         }
     }

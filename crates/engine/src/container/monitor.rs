@@ -62,7 +62,8 @@ impl Engine {
             };
             (r.clone(), restart.then_some(*backoff))
         };
-        if let Err(e) = self.meta.put(Table::Containers, &id, &record) {
+        // A restarted daemon settles a lost exit again from the shim's exit record.
+        if let Err(e) = self.meta.put_soon(Table::Containers, &id, &record) {
             tracing::error!(container = %id, error = %e, "recording exit");
         }
         c.lifecycle.send_modify(|l| {
@@ -122,10 +123,31 @@ impl Engine {
     /// Reloads the records and reconnects to live shims; settles the ones that died meanwhile.
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<(), EngineError> {
         let records: Vec<(String, ContainerRecord)> = self.meta.list(Table::Containers)?;
+        // State changes are made durable a moment after they happen (meta::FLUSH_AFTER): a
+        // crash may have lost the last ones. The files tell what happened.
+        let mut kept = Vec::with_capacity(records.len());
+        for (_, mut record) in records {
+            let paths = self.container_paths(&record.id);
+            if !paths.dir.exists() {
+                // Removed; the deletion of its record did not reach the disk.
+                self.meta.delete(Table::Containers, &record.id)?;
+                continue;
+            }
+            if matches!(record.state.status, Status::Created | Status::Exited) {
+                // Started (and maybe exited too) with the running state lost: a live shim, or
+                // an exit record the record has not settled. The Running case below settles it.
+                let unsettled = shim::read_exit(&paths.run_dir)
+                    .is_some_and(|e| e.finished_at != record.state.finished_at);
+                if unsettled || shim::is_alive(&paths.run_dir).await {
+                    adopt_running(&mut record, &paths.run_dir);
+                }
+            }
+            kept.push(record);
+        }
         let mut live = Vec::new();
         {
             let mut registry: std::sync::MutexGuard<'_, Registry> = self.registry();
-            for (_, record) in records {
+            for record in kept {
                 let status = record.state.status;
                 let c = Container::new(record);
                 registry.insert(c.clone());
@@ -158,6 +180,27 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Marks `record` running under the shim serving `run_dir`: its pid from the pid file, the
+/// start time from when the shim wrote it.
+fn adopt_running(record: &mut ContainerRecord, run_dir: &std::path::Path) {
+    let pid_file = run_dir.join("pid");
+    record.state.status = Status::Running;
+    record.state.pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    record.state.exit_code = 0;
+    record.state.error.clear();
+    record.state.started_at = std::fs::metadata(&pid_file)
+        .and_then(|m| m.modified())
+        .map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        })
+        .unwrap_or_else(|_| now_rfc3339());
+    record.state.finished_at = crate::util::ZERO_TIME.into();
 }
 
 /// Whether the restart policy restarts a container that exited with `code`.

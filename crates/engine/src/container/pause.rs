@@ -1,8 +1,8 @@
-//! `pause` / `unpause`: the cgroup freezer (v1 `freezer.state`, v2 `cgroup.freeze`).
+//! `pause` / `unpause`: the cgroup freezer, through the runtime.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+
+use wharf_runtime::cgroup::{self, Cgroup};
 
 use super::{Container, ContainerError, Status};
 use crate::Engine;
@@ -45,42 +45,21 @@ impl Engine {
 
     /// Thaws a container without changing its recorded status (stop and rm of a paused one).
     pub(super) fn thaw(&self, c: &Arc<Container>) -> Result<(), ContainerError> {
-        let id = c.id();
-        let (file, value) = self.freezer_file(&id, false);
-        std::fs::write(&file, value)?;
+        self.cgroup_of(&c.id()).freeze(false)?;
         Ok(())
     }
 
-    fn freezer_file(&self, id: &str, freeze: bool) -> (PathBuf, &'static str) {
-        let parent = self.cfg.cgroup_parent.trim_matches('/');
-        let v1 = PathBuf::from(format!(
-            "/sys/fs/cgroup/freezer/{parent}/{id}/freezer.state"
-        ));
-        if v1.exists() {
-            (v1, if freeze { "FROZEN" } else { "THAWED" })
-        } else {
-            (
-                PathBuf::from(format!("/sys/fs/cgroup/{parent}/{id}/cgroup.freeze")),
-                if freeze { "1" } else { "0" },
-            )
-        }
+    fn cgroup_of(&self, id: &str) -> Cgroup {
+        Cgroup::system(cgroup::container_path(&self.cfg.cgroup_parent, id))
     }
 
+    /// The runtime's freezer (v1 `freezer.state`, v2 `cgroup.freeze`); freezing on v1 waits
+    /// for the kernel to finish, so it runs on a blocking thread.
     async fn freezer(&self, id: &str, freeze: bool) -> Result<(), ContainerError> {
-        let (file, value) = self.freezer_file(id, freeze);
-        std::fs::write(&file, value)?;
-        if file.ends_with("freezer.state") {
-            // v1 freezing passes through FREEZING; wait until the kernel says it is done.
-            for _ in 0..200 {
-                if std::fs::read_to_string(&file)?.trim() == value {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            return Err(ContainerError::Conflict(format!(
-                "container {id}: freezer did not reach {value}"
-            )));
-        }
+        let cg = self.cgroup_of(id);
+        tokio::task::spawn_blocking(move || cg.freeze(freeze))
+            .await
+            .map_err(|e| ContainerError::Io(std::io::Error::other(e)))??;
         Ok(())
     }
 }

@@ -46,7 +46,8 @@ impl Engine {
                 }
             }
         }
-        self.meta.delete(Table::Containers, &id)?;
+        // Its directory is gone: a restarted daemon drops a record that outlived it (recover).
+        self.meta.delete_soon(Table::Containers, &id)?;
         self.registry().remove(&id);
         self.forget_execs(&id);
         c.fail_pending_attaches(&ContainerError::NotFound(id));

@@ -100,11 +100,29 @@ fn wharf_exe() -> Result<PathBuf, ShimError> {
     }
 }
 
+/// The name of the standalone shim binary installed next to `wharf`.
+pub const SHIM_BINARY: &str = "wharf-shim";
+
+/// A command running the shim: the small standalone `wharf-shim` next to the wharf binary
+/// when it is there (it starts faster and stays smaller for the container's whole life),
+/// else `wharf shim`.
+fn shim_command() -> Result<Command, ShimError> {
+    let wharf = wharf_exe()?;
+    let standalone = wharf.with_file_name(SHIM_BINARY);
+    if standalone.is_file() {
+        return Ok(Command::new(standalone));
+    }
+    let mut cmd = Command::new(wharf);
+    cmd.arg("shim");
+    Ok(cmd)
+}
+
 /// Starts a shim; returns the container's pid once its process exists (it does not run the
 /// workload until [`release`]). An error carries the runtime's message.
 pub async fn spawn(s: &ShimSpawn<'_>) -> Result<u32, ShimError> {
-    let mut cmd = Command::new(wharf_exe()?);
-    cmd.args(["shim", "run", "--id", s.id])
+    let mut cmd = shim_command()?;
+    // --session: the shim stays our child (reaped below) instead of double-forking.
+    cmd.args(["run", "--session", "--id", s.id])
         .arg("--bundle")
         .arg(s.bundle)
         .arg("--state")
@@ -134,19 +152,23 @@ pub async fn spawn(s: &ShimSpawn<'_>) -> Result<u32, ShimError> {
             .await
             .map_err(ShimError::Spawn)?;
     }
-    // The process we started exits as soon as the detached shim exists.
-    let status = child.wait().await.map_err(ShimError::Spawn)?;
     let line = line.trim_end();
-    if let Some(pid) = line.strip_prefix("ok ") {
-        return pid
-            .trim()
+    let report = if let Some(pid) = line.strip_prefix("ok ") {
+        pid.trim()
             .parse()
-            .map_err(|_| ShimError::Protocol(line.to_string()));
-    }
-    if let Some(message) = line.strip_prefix("err ") {
-        return Err(ShimError::Start(message.to_string()));
-    }
-    Err(ShimError::NoReport(status.to_string()))
+            .map_err(|_| ShimError::Protocol(line.to_string()))
+    } else if let Some(message) = line.strip_prefix("err ") {
+        Err(ShimError::Start(message.to_string()))
+    } else {
+        let status = child.wait().await.map_err(ShimError::Spawn)?;
+        return Err(ShimError::NoReport(status.to_string()));
+    };
+    // The shim lives as long as its container; reap it whenever it ends. The monitor learns
+    // of the exit through the shim's socket, which also works for shims of an earlier daemon.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    report
 }
 
 async fn connect(dir: &Path) -> Result<UnixStream, ShimError> {
@@ -331,8 +353,8 @@ async fn exec_inner(
     };
     let short = SocketPath::new(report_path).map_err(sock_err)?;
     let listener = UnixListener::bind(short.path()).map_err(sock_err)?;
-    let mut cmd = Command::new(wharf_exe()?);
-    cmd.args(["shim", "exec", "--id", s.id])
+    let mut cmd = shim_command()?;
+    cmd.args(["exec", "--id", s.id])
         .arg("--state")
         .arg(s.state_root)
         .arg("--process")

@@ -1036,6 +1036,83 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>), SpecError> {
     Ok((spec, warnings))
 }
 
+/// Takes the seccomp profile out of `spec` and names a precompiled program instead (compiled
+/// once per distinct profile into `cache`), so the container's init loads it instead of
+/// compiling it (`wharf_runtime::seccomp` has the why and the CAP_SYS_ADMIN hand-off). A spec
+/// without seccomp is left alone.
+pub fn precompile_seccomp(spec: &mut Spec, cache: &Path) -> Result<(), SpecError> {
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(());
+    };
+    let Some(profile) = linux.seccomp().clone() else {
+        return Ok(());
+    };
+    // The spec carries libcontainer's reading of masked-equal tests; the compiler takes the
+    // OCI one (the swap is its own inverse).
+    let profile = seccomp::for_libcontainer(profile);
+    let io = |context: String| move |source| SpecError::Io { context, source };
+    let json = serde_json::to_vec(&profile)
+        .map_err(|e| SpecError::Invalid(format!("seccomp profile: {e}")))?;
+    let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json));
+    let path = cache.join(format!("{key}.bpf"));
+    if !path.is_file() {
+        let program = wharf_runtime::seccomp::compile(&profile)
+            .map_err(|e| SpecError::Invalid(error_chain(&e)))?;
+        std::fs::create_dir_all(cache).map_err(io(format!("creating {}", cache.display())))?;
+        let tmp = cache.join(format!("{key}.{}.tmp", crate::content::random_name()));
+        // Synced: a program cut short by a crash would be trusted by every later start.
+        let write = |tmp: &Path| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(tmp)?;
+            std::io::Write::write_all(&mut f, &program.code)?;
+            f.sync_all()
+        };
+        write(&tmp).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("writing {}", path.display())))?;
+    }
+    let flags = wharf_runtime::seccomp::flags(&profile);
+    linux.set_seccomp(None);
+    spec.set_linux(Some(linux));
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(
+        wharf_runtime::seccomp::ANNOTATION_BPF.into(),
+        path.display().to_string(),
+    );
+    annotations.insert(
+        wharf_runtime::seccomp::ANNOTATION_FLAGS.into(),
+        flags.to_string(),
+    );
+    spec.set_annotations(Some(annotations));
+    if let Some(process) = spec.process_mut()
+        && process.no_new_privileges() != Some(true)
+        && let Some(mut caps) = process.capabilities().clone()
+        && !caps
+            .bounding()
+            .as_ref()
+            .is_some_and(|b| b.contains(&Capability::SysAdmin))
+    {
+        // Held only until the program is loaded; never in the bounding set.
+        let mut effective = caps.effective().clone().unwrap_or_default();
+        effective.insert(Capability::SysAdmin);
+        caps.set_effective(Some(effective));
+        let mut permitted = caps.permitted().clone().unwrap_or_default();
+        permitted.insert(Capability::SysAdmin);
+        caps.set_permitted(Some(permitted));
+        process.set_capabilities(Some(caps));
+    }
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 /// The process of an `exec` in a container whose spec is `input.base`.
 pub fn exec_process(input: &ExecInput<'_>) -> Result<Process, SpecError> {
     let base = input

@@ -41,7 +41,15 @@ impl Engine {
         // By id: an image removed with `rmi -f` keeps its layers for the containers using it.
         let lowers = self.images.lower_dirs_by_id(&rec.image_id)?;
         snapshot::unmount(&paths.rootfs())?;
-        snapshot::mount_overlay(&lowers, &paths.upper(), &paths.work(), &paths.rootfs())?;
+        // A --rm container's layer is deleted after one run: nothing to sync, ever.
+        let volatile = rec.host_config.auto_remove.unwrap_or(false);
+        snapshot::mount_overlay_with(
+            &lowers,
+            &paths.upper(),
+            &paths.work(),
+            &paths.rootfs(),
+            volatile,
+        )?;
 
         match self.launch(c, &rec, &paths).await {
             Ok(pid) => {
@@ -56,7 +64,9 @@ impl Engine {
                 r.manually_stopped = false;
                 let snapshot = r.clone();
                 drop(r);
-                self.meta.put(Table::Containers, &snapshot.id, &snapshot)?;
+                // A restarted daemon finds a running container by its shim (recover).
+                self.meta
+                    .put_soon(Table::Containers, &snapshot.id, &snapshot)?;
                 self.spawn_monitor(c.clone());
                 Ok(())
             }
@@ -165,10 +175,13 @@ impl Engine {
             init_binary: init.as_deref(),
             netns: netns.as_deref(),
         };
-        let (oci, warnings) = spec::build(&input)?;
+        let (mut oci, warnings) = spec::build(&input)?;
+        spec::precompile_seccomp(&mut oci, &self.cfg.run.join("seccomp"))?;
         let config = serde_json::to_vec(&oci)
             .map_err(|e| ContainerError::Invalid(format!("runtime spec: {e}")))?;
-        write_atomic(&paths.dir.join("config.json"), &config)?;
+        // Written afresh by every start, so a crash cannot leave a stale one to be trusted: no
+        // fsync on the way to the shim.
+        std::fs::write(paths.dir.join("config.json"), &config)?;
         if !warnings.is_empty() {
             c.record().warnings = warnings;
         }
