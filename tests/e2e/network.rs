@@ -754,3 +754,67 @@ fn network_create_options_and_endpoint_flags() {
     ok(d.wharf(&["network", "rm", "optnet"]));
     assert!(!links().contains(&format!(" {bridge}:")), "{}", links());
 }
+
+#[test]
+fn failed_start_leaves_no_bridge_or_rules() {
+    // An nft that always fails: the daemon's first firewall rebuild fails, so must its start.
+    let base = crate::harness::unique_dir("wharf-test-nonft");
+    let bin = base.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let nft = bin.join("nft");
+    std::fs::write(&nft, "#!/bin/sh\necho refused >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&nft, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (bridge, bip, pool) = crate::harness::unique_network();
+    let mut child = Command::new(crate::harness::WHARF)
+        .args(["daemon", "--root"])
+        .arg(base.join("root"))
+        .arg("--run-root")
+        .arg(base.join("run"))
+        .args([
+            "--bridge",
+            &bridge,
+            "--bip",
+            &bip,
+            "--default-address-pool",
+            &pool,
+        ])
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon started without a working nft");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let left = (
+        links().contains(&format!(" {bridge}:")),
+        iptables_rules(&bridge),
+    );
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(!status.success());
+    assert!(err.contains("refused"), "{err}");
+    assert_eq!(left, (false, 0), "bridge or FORWARD rules left behind");
+}

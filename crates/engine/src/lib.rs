@@ -98,9 +98,18 @@ impl Engine {
                     .with_puller(build::run::puller(weak.clone(), handle)),
             ),
         });
-        engine.recover().await?;
-        engine.remove_build_leftovers().await;
-        engine.networks.sync(&engine.live_veths()).await?;
+        let ready = async {
+            engine.recover().await?;
+            engine.remove_build_leftovers().await;
+            engine.networks.sync(&engine.live_veths()).await?;
+            Ok::<(), EngineError>(())
+        }
+        .await;
+        if let Err(e) = ready {
+            // A start that fails leaves no bridges or rules behind (unless containers run).
+            engine.shutdown().await;
+            return Err(e);
+        }
         Ok(engine)
     }
 
