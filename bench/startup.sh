@@ -9,7 +9,8 @@ set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 command -v podman >/dev/null || { apt-get install -y -qq --no-install-recommends podman >/dev/null; }
-cargo build --release --locked
+# NO_BUILD=1: measure the release binaries already built.
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked
 WHARF=$(pwd)/target/release/wharf
 RUNS=${RUNS:-30}
 work=$(mktemp -d /tmp/wharf-bench.XXXXXX)
