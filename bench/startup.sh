@@ -88,4 +88,7 @@ sleep 1
 sleep 1
 shim=$(pgrep -f "wharf-shim run|wharf shim run" | head -1)
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-echo "shim RSS $(rss "$shim") KiB (target <= 1024), daemon idle RSS $(rss "$daemon") KiB (target <= 20480)"
+anon() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
+pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+echo "shim RSS $(rss "$shim") KiB (anonymous $(anon "$shim") KiB, PSS $(pss "$shim") KiB; target <= 1024)"
+echo "daemon idle RSS $(rss "$daemon") KiB (anonymous $(anon "$daemon") KiB; target <= 20480)"

@@ -415,8 +415,14 @@ impl HashCache {
     /// Writes the cache back when it changed (entries for files that are gone dropped).
     pub fn save(&self) {
         let Some(path) = &self.path else { return };
-        if !*self.dirty.lock().unwrap_or_else(|e| e.into_inner()) {
-            return;
+        {
+            // Cleared here, or every later build of the daemon's life rewrites the whole
+            // file (a stat per entry) though nothing changed.
+            let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            if !*dirty {
+                return;
+            }
+            *dirty = false;
         }
         let mut text = String::new();
         for (file, (stat, hash)) in self.lock().iter() {

@@ -77,9 +77,9 @@ pub(crate) fn tree_digest(
     ctx: Option<(&Tree, &str)>,
 ) -> io::Result<String> {
     let mut h = Sha256::new();
-    let mut stack = vec![(path.to_path_buf(), ctx.map(|(_, r)| r.to_string()))];
-    while let Some((p, rel)) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&p)?;
+    let root = std::fs::symlink_metadata(path)?;
+    let mut stack = vec![(path.to_path_buf(), ctx.map(|(_, r)| r.to_string()), root)];
+    while let Some((p, rel, meta)) = stack.pop() {
         h.update(
             format!(
                 "{}\0{:o}\0",
@@ -89,12 +89,10 @@ pub(crate) fn tree_digest(
             .as_bytes(),
         );
         if meta.is_dir() {
-            let mut names: Vec<_> = std::fs::read_dir(&p)?
-                .flatten()
-                .map(|e| e.file_name())
-                .collect();
-            names.sort();
-            for n in names.into_iter().rev() {
+            let mut entries: Vec<_> = std::fs::read_dir(&p)?.flatten().collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries.into_iter().rev() {
+                let n = e.file_name();
                 let child_rel = rel.as_ref().map(|r| {
                     if r.is_empty() {
                         n.to_string_lossy().to_string()
@@ -107,7 +105,10 @@ pub(crate) fn tree_digest(
                 {
                     continue;
                 }
-                stack.push((p.join(&n), child_rel));
+                // Relative to the open directory (no walk of the full path per file): on a
+                // 54k-file context this is most of a no-change rebuild.
+                let m = e.metadata()?;
+                stack.push((p.join(&n), child_rel, m));
             }
         } else if meta.file_type().is_symlink() {
             h.update(std::fs::read_link(&p)?.as_os_str().as_encoded_bytes());
