@@ -4,8 +4,8 @@
 #     (one hyperfine run; target: wharf median <= 25 ms and <= 0.05x docker).
 #  2. 50 `run -d` started in parallel by 8 clients on one user network: total time, wharf vs
 #     docker.
-#  3. 1 GiB host -> container through a published port on 127.0.0.1 (busybox `nc -l` in the
-#     container writing to /dev/null), wharf vs docker.
+#  3. 1 GiB host -> container through a published port on 127.0.0.1 (receivers: busybox
+#     `nc -l` writing to /dev/null, and a python3 reader), wharf vs docker.
 # Each engine runs its own daemon on a temporary root; wharf on a bridge and subnets of its
 # own (wbn0, 10.199.0.0/24; user networks from 10.198.0.0/16), docker on its default docker0.
 # Traffic goes to 127.0.0.1 only. Needs root; builds wharf in release once.
@@ -78,7 +78,7 @@ $PODMAN import --change 'CMD ["sh"]' "$work/busybox.tar" busybox:latest >/dev/nu
 $PODMAN run --rm busybox true
 
 echo "== run --rm busybox true, default bridge ($RUNS runs each)"
-hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$work/bridge.json" \
+hyperfine -N ${HYPERFINE_OPTS:-} --warmup 3 --runs "$RUNS" --export-json "$work/bridge.json" \
   -n wharf "$WHARF run --rm busybox true" \
   -n docker "$DOCKER run --rm busybox true" \
   -n podman "$PODMAN run --rm busybox true"
@@ -124,15 +124,37 @@ while s.recv(65536):
 dt = time.monotonic() - t0
 print(f"{dt:.3f} {total / dt / 1e6:.0f}")
 PY
-tput() { # engine port
-  c=$($1 run -d -p "127.0.0.1:$2:5001" busybox sh -c 'while true; do nc -l -p 5001 >/dev/null; done')
+# Receivers in the container: busybox nc (small reads: an application-bound baseline), and
+# the host's python3 (mounted read-only) reading 1 MiB at a time, which leaves the path as
+# the limit.
+cat > "$work/recv.py" <<'PY'
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5001))
+s.listen(4)
+buf = bytearray(1 << 20)
+while True:
+    c, _ = s.accept()
+    while c.recv_into(buf):
+        pass
+    c.close()
+PY
+HOSTPY="-v /usr:/usr:ro -v /usr/lib:/lib:ro -v /usr/lib64:/lib64:ro -v $work/recv.py:/recv.py:ro"
+tput() { # engine port receiver...
+  e=$1 port=$2
+  shift 2
+  c=$($e run -d -p "127.0.0.1:$port:5001" "$@")
   for _ in $(seq 100); do
-    $1 exec "$c" netstat -ltn 2>/dev/null | grep -q ':5001 ' && break; sleep 0.1
+    $e exec "$c" /bin/busybox netstat -ltn 2>/dev/null | grep -q ':5001 ' && break; sleep 0.1
   done
-  for i in 1 2 3; do python3 "$work/send.py" "$2"; done
-  $1 rm -f "$c" >/dev/null
+  for i in 1 2 3; do python3 "$work/send.py" "$port"; done
+  $e rm -f "$c" >/dev/null
 }
-echo "wharf (seconds, MB/s; 3 transfers):"
-tput "$WHARF" 18461
-echo "docker (seconds, MB/s; 3 transfers):"
-tput "$DOCKER" 18462
+for engine in wharf docker; do
+  [ $engine = wharf ] && e=$WHARF p=18461 || { e=$DOCKER; p=18462; }
+  echo "$engine, busybox nc receiver (seconds, MB/s; 3 transfers):"
+  tput "$e" $p busybox sh -c 'while true; do nc -l -p 5001 >/dev/null; done'
+  echo "$engine, python receiver (seconds, MB/s; 3 transfers):"
+  tput "$e" $((p + 2)) $HOSTPY busybox /usr/bin/python3 /recv.py
+done

@@ -29,7 +29,10 @@ if [ "${1:-}" = "__wharfd" ]; then
     while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
   fi
   case $mode in
-    clean) rm -rf "$root" ;;
+    # Moved aside, not deleted: ext4 skips inodes freed in the last seconds when it
+    # allocates new ones, so deleting the last run's 54k files right before the next run
+    # made that run's unpack scan inode tables (6 s vs 46 s for the same pull).
+    clean) [ -d "$root" ] && mv "$root" "$root.old.$$.$RANDOM" ;;
     forget) rm -f "$root/distribution/metadata.json" ;;
   esac
   mkdir -p "$root" "$run"

@@ -9,7 +9,8 @@ set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 command -v podman >/dev/null || { apt-get install -y -qq --no-install-recommends podman >/dev/null; }
-cargo build --release --locked
+# NO_BUILD=1: measure the release binaries already built.
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked
 WHARF=$(pwd)/target/release/wharf
 RUNS=${RUNS:-30}
 work=$(mktemp -d /tmp/wharf-bench.XXXXXX)
@@ -88,4 +89,7 @@ sleep 1
 sleep 1
 shim=$(pgrep -f "wharf-shim run|wharf shim run" | head -1)
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-echo "shim RSS $(rss "$shim") KiB (target <= 1024), daemon idle RSS $(rss "$daemon") KiB (target <= 20480)"
+anon() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
+pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+echo "shim RSS $(rss "$shim") KiB (anonymous $(anon "$shim") KiB, PSS $(pss "$shim") KiB; target <= 1024)"
+echo "daemon idle RSS $(rss "$daemon") KiB (anonymous $(anon "$daemon") KiB; target <= 20480)"

@@ -45,6 +45,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Writes `data` to `path` through a temp file and a rename, without an fsync: for files that
+/// every start writes afresh (a crash loses nothing that the next start does not rewrite).
+pub fn write_replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// A duration as Docker words it in `ps` ("Up 3 seconds", "Exited (0) About a minute ago").
 pub fn human_duration(seconds: i64) -> String {
     let s = seconds.max(0);

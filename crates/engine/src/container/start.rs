@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::spec::{self, SpecInput};
 use super::{Container, ContainerError, ContainerPaths, ContainerRecord, Status, shim};
 use crate::meta::Table;
-use crate::util::{ZERO_TIME, now_rfc3339, write_atomic};
+use crate::util::{ZERO_TIME, now_rfc3339, write_replace};
 use crate::{Engine, snapshot};
 
 /// The exit code Docker records when the runtime could not start the process.
@@ -243,6 +243,7 @@ impl Engine {
         paths: &ContainerPaths,
         net: &crate::network::ContainerNetwork,
     ) -> Result<Vec<(String, PathBuf)>, ContainerError> {
+        // Written afresh by every start, like config.json: no fsync.
         let host_net = rec.host_config.network_mode.as_deref() == Some("host");
         let hostname = rec.config.hostname.clone().unwrap_or_default();
         let hostname_file = paths.dir.join("hostname");
@@ -271,9 +272,9 @@ impl Engine {
             if let Some(ip) = net.ip() {
                 hosts.push_str(&format!("{ip}\t{hostname}\n"));
             }
-            write_atomic(&hosts_file, hosts.as_bytes())?;
+            write_replace(&hosts_file, hosts.as_bytes())?;
         }
-        write_atomic(&hostname_file, format!("{hostname}\n").as_bytes())?;
+        write_replace(&hostname_file, format!("{hostname}\n").as_bytes())?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         // On a user network the network's name server answers (and relays the rest).
         let embedded = net
@@ -281,7 +282,7 @@ impl Engine {
             .first()
             .filter(|e| !e.dns_names.is_empty())
             .and_then(|e| e.gateway);
-        write_atomic(
+        write_replace(
             &resolv_file,
             resolv_conf(&host_resolv, &rec.host_config, host_net, embedded).as_bytes(),
         )?;
