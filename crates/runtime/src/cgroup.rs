@@ -22,6 +22,8 @@ pub enum CgroupError {
     Manager { path: PathBuf, message: String },
     #[error("reading {0}")]
     Read(PathBuf, #[source] std::io::Error),
+    #[error("removing {0}")]
+    Remove(PathBuf, #[source] std::io::Error),
 }
 
 /// How the cgroup hierarchies are laid out.
@@ -155,31 +157,63 @@ impl Cgroup {
         out
     }
 
-    /// Removes the cgroup on every hierarchy (it must hold no process).
+    /// Removes the cgroup's directory on every hierarchy (it must hold no process). Plain
+    /// rmdirs: libcgroups' managers re-read mountinfo once per controller and sleep between
+    /// retries, which made up most of a short container's teardown.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        self.manager()?.remove().map_err(|e| self.error(e))
+        for dir in self.dirs() {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                // Combined hierarchies (`cpu` -> `cpu,cpuacct`) list one directory twice.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(CgroupError::Remove(dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs every process in the cgroup on every hierarchy and thaws it, so that frozen
+    /// processes die too. Without a freezer round trip a process may fork meanwhile; callers
+    /// that need the cgroup gone loop ([`Cgroup::kill_and_remove`]).
+    pub fn kill_all(&self) {
+        for dir in self.dirs() {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            thaw_dir(&dir);
+        }
     }
 
     /// Kills whatever is left in the cgroup and removes it, retrying while the kernel still
     /// counts exiting tasks (rmdir is EBUSY until they are gone). True when nothing remains.
     pub fn kill_and_remove(&self) -> bool {
         for attempt in 0..100u64 {
-            for dir in self.dirs() {
-                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-            let _ = self.remove();
-            if self.dirs().is_empty() {
+            self.kill_all();
+            if self.remove().is_ok() && self.dirs().is_empty() {
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(5 * (attempt + 1).min(10)));
         }
         false
+    }
+}
+
+/// Thaws a frozen cgroup directory (v1 `freezer.state`, v2 `cgroup.freeze`); others are left
+/// alone. Opened without O_CREAT: cgroupfs refuses new files anyway.
+fn thaw_dir(dir: &Path) {
+    use std::io::Write;
+    for (file, thawed) in [("freezer.state", "THAWED"), ("cgroup.freeze", "0")] {
+        let path = dir.join(file);
+        if let Ok(state) = std::fs::read_to_string(&path)
+            && state.trim() != thawed
+            && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&path)
+        {
+            let _ = f.write_all(thawed.as_bytes());
+        }
     }
 }
 

@@ -272,6 +272,20 @@ impl Container {
             .map_err(|e| RuntimeError::from_youki(&e))
     }
 
+    /// Removes libcontainer's state directory: what [`Container::delete`] leaves to do once the
+    /// init has exited and the caller has removed the cgroup itself (wharf's specs carry no
+    /// poststop hooks). Skips `delete`'s status refresh and its cgroup manager rebuild.
+    pub fn remove_state(&self) -> Result<(), RuntimeError> {
+        match std::fs::remove_dir_all(&self.inner.root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RuntimeError::Io {
+                context: format!("removing {}", self.inner.root.display()),
+                source,
+            }),
+        }
+    }
+
     /// The container's cgroup path (`linux.cgroupsPath`), relative to each hierarchy's root.
     pub fn cgroup_path(&self) -> Result<PathBuf, RuntimeError> {
         let config = self

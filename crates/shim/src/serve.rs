@@ -321,8 +321,15 @@ impl Shim {
                     {
                         self.status = Some(code);
                         // The pid namespace ends with its init; this also catches processes
-                        // that would otherwise hold the output pipes open.
-                        let _ = self.container.kill(Signal::SIGKILL, true);
+                        // that would otherwise hold the output pipes open. Directly through the
+                        // cgroup: libcontainer's kill rebuilds a cgroup manager from mountinfo
+                        // and freezes around the kill, a good part of a short run's teardown.
+                        match &self.cgroup {
+                            Some(cg) => cg.kill_all(),
+                            None => {
+                                let _ = self.container.kill(Signal::SIGKILL, true);
+                            }
+                        }
                     }
                 }
             }
@@ -598,13 +605,18 @@ impl Shim {
             .and_then(|c| c.oom_kills().ok())
             .unwrap_or(0)
             > 0;
-        let deleted = self.container.delete(true).is_ok();
-        // Leave nothing behind even when libcontainer's delete stumbles or loses the race with
-        // tasks still exiting.
-        if let Some(cg) = &self.cgroup
-            && (!deleted || !cg.dirs().is_empty())
-        {
-            cg.kill_and_remove();
+        self.reap();
+        // The cgroup and libcontainer's state directory are removed directly; libcontainer's
+        // delete would re-read its state and rebuild a cgroup manager from mountinfo for the
+        // same rmdirs. It remains the fallback, e.g. when the cgroup path was unreadable.
+        let removed = self.cgroup.as_ref().is_some_and(Cgroup::kill_and_remove);
+        if !removed || self.container.remove_state().is_err() {
+            let _ = self.container.delete(true);
+            if let Some(cg) = &self.cgroup
+                && !cg.dirs().is_empty()
+            {
+                cg.kill_and_remove();
+            }
         }
         self.reap();
         let finished_at = now();
