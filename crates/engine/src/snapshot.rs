@@ -4,11 +4,21 @@
 //! size in bytes. A layer is unpacked into `<dir>/tmp-<random>/fs` and the whole directory is
 //! renamed once the layer is verified, so a chain id directory is always complete. Removal
 //! renames to `tmp-*` first for the same reason; `open` deletes what a crash left in `tmp-*`.
+//!
+//! Durability is settled after the commit, not before it: a synchronous `syncfs` in the pull
+//! path waits for every dirty page on the file system (other writers' included) and cost
+//! pulls seconds. A killed process loses nothing the kernel already holds, so a committed
+//! snapshot is complete for as long as the kernel that saw it written keeps running; only a
+//! kernel crash or power loss can tear it. A commit therefore writes `<hex>/unsynced` with
+//! the kernel's boot id and a background thread syncs the file system and removes the
+//! markers. `open` removes a snapshot whose marker names another boot; the image store
+//! unpacks it again from its blob.
 
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rustix::io::Errno;
 
@@ -45,24 +55,121 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     }
 }
 
+/// Names the marker of a snapshot committed but not yet synced to disk.
+const UNSYNCED: &str = "unsynced";
+
+/// The running kernel's boot id: it changes exactly when unsynced data may have been lost.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 pub struct Snapshots {
     dir: PathBuf,
+    boot_id: String,
+    settler: Arc<Settler>,
+}
+
+/// Syncs committed snapshots in the background, one pass at a time; commits during a pass
+/// ask for another.
+#[derive(Default)]
+struct Settler {
+    state: Mutex<SettleState>,
+}
+
+#[derive(Default)]
+struct SettleState {
+    running: bool,
+    again: bool,
 }
 
 impl Snapshots {
-    /// Opens (creating) the snapshot directory and deletes unfinished `tmp-*` directories.
+    /// Opens (creating) the snapshot directory, deletes unfinished `tmp-*` directories and
+    /// snapshots a previous boot committed but never synced (they may be torn).
     pub fn open(dir: &Path) -> Result<Snapshots, SnapshotError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let boot_id = boot_id();
+        let mut unsynced = false;
         for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
+            let path = entry.path();
             if entry.file_name().as_bytes().starts_with(b"tmp-") {
-                let path = entry.path();
                 std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                continue;
+            }
+            match std::fs::read_to_string(path.join(UNSYNCED)) {
+                Ok(id) if id.trim() == boot_id => unsynced = true,
+                Ok(_) => {
+                    tracing::warn!(snapshot = %path.display(), "dropping a snapshot a previous boot never synced");
+                    std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                }
+                Err(_) => {}
             }
         }
-        Ok(Snapshots {
+        let snapshots = Snapshots {
             dir: dir.to_path_buf(),
-        })
+            boot_id,
+            settler: Arc::default(),
+        };
+        if unsynced {
+            snapshots.settle();
+        }
+        Ok(snapshots)
+    }
+
+    /// Starts a background pass that syncs the file system and then removes the markers of
+    /// every snapshot committed before it began.
+    fn settle(&self) {
+        {
+            let mut state = self.settler.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.running {
+                state.again = true;
+                return;
+            }
+            state.running = true;
+        }
+        let settler = Arc::clone(&self.settler);
+        let dir = self.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-sync".into())
+            .spawn(move || {
+                loop {
+                    if let Err(e) = settle_pass(&dir) {
+                        tracing::warn!(error = %e, "syncing snapshots (retried at the next commit)");
+                    }
+                    let mut state = settler.state.lock().unwrap_or_else(|e| e.into_inner());
+                    if !state.again {
+                        state.running = false;
+                        return;
+                    }
+                    state.again = false;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "starting the snapshot sync thread");
+            let _ = settle_pass(&self.dir);
+            let mut state = self.settler.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.running = false;
+        }
+    }
+
+    /// Waits for the background sync to finish (tests, and a daemon shutting down).
+    pub fn wait_settled(&self) {
+        loop {
+            {
+                let state = self.settler.state.lock().unwrap_or_else(|e| e.into_inner());
+                if !state.running {
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the snapshot is still waiting for its sync.
+    pub fn is_unsynced(&self, chain: &Digest) -> bool {
+        self.dir.join(chain.hex()).join(UNSYNCED).exists()
     }
 
     /// The layer's files: what overlay takes as a lower directory.
@@ -143,12 +250,38 @@ impl TmpSnapshot {
         }
         let size_file = self.dir.join("size");
         std::fs::write(&size_file, size.to_string()).map_err(io_err(&size_file))?;
-        // One syncfs instead of an fsync per file: the layer is durable before it is visible.
-        let d = std::fs::File::open(&self.dir).map_err(io_err(&self.dir))?;
-        rustix::fs::syncfs(&d).map_err(|e| io_err(&self.dir)(e.into()))?;
+        let marker = self.dir.join(UNSYNCED);
+        std::fs::write(&marker, &snapshots.boot_id).map_err(io_err(&marker))?;
         std::fs::rename(&self.dir, &target).map_err(io_err(&target))?;
+        snapshots.settle();
         Ok(true)
     }
+}
+
+/// One sync pass: the markers present now belong to snapshots whose files are all written;
+/// after one `syncfs` they are on disk and the markers can go. A marker whose removal is lost
+/// only costs an unpack after the next reboot.
+fn settle_pass(dir: &Path) -> io::Result<()> {
+    let mut markers = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let marker = entry?.path().join(UNSYNCED);
+        if marker.exists() {
+            markers.push(marker);
+        }
+    }
+    if markers.is_empty() {
+        return Ok(());
+    }
+    let d = std::fs::File::open(dir)?;
+    rustix::fs::syncfs(&d)?;
+    for marker in markers {
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Drop for TmpSnapshot {

@@ -476,6 +476,43 @@ fn reopen_cleans_leftovers_and_keeps_images() {
 }
 
 #[test]
+fn snapshots_sync_after_commit_and_a_torn_one_is_unpacked_again() {
+    let mut t = TestStore::new();
+    let image = t
+        .import(&mut &layer()[..], &[], Some("keep"), None)
+        .unwrap();
+    let fs = t.lower_dirs(&image).unwrap()[0].clone();
+    let snapshot = fs.parent().unwrap().to_path_buf();
+    t.wait_synced();
+    assert!(
+        !snapshot.join("unsynced").exists(),
+        "the sync never settled"
+    );
+    // What a power loss before the sync could leave: a marker from another boot, a lost file.
+    std::fs::write(snapshot.join("unsynced"), "another-boot").unwrap();
+    std::fs::remove_file(fs.join("bin/tool")).unwrap();
+    t.reopen();
+    let again = t.resolve("keep").unwrap();
+    assert_eq!(again.id, image.id);
+    let fs = &t.lower_dirs(&again).unwrap()[0];
+    assert_eq!(
+        std::fs::read(fs.join("bin/tool")).unwrap(),
+        b"second version wins"
+    );
+    t.wait_synced();
+    assert!(!snapshot.join("unsynced").exists());
+    // A marker of this boot is trusted: the kernel still holds what was written.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    std::fs::write(snapshot.join("unsynced"), boot.trim()).unwrap();
+    std::fs::write(fs.join("bin/extra"), b"kept").unwrap();
+    t.reopen();
+    let fs = &t.lower_dirs(&t.resolve("keep").unwrap()).unwrap()[0];
+    assert!(fs.join("bin/extra").is_file());
+    t.wait_synced();
+    assert!(!snapshot.join("unsynced").exists());
+}
+
+#[test]
 fn import_refuses_bad_changes_and_references_before_reading() {
     let t = TestStore::new();
     let before = t.state();

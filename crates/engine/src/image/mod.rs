@@ -222,8 +222,44 @@ impl ImageStore {
             lock: Mutex::new(()),
         };
         std::fs::create_dir_all(&store.leases).map_err(io_ctx("creating the lease directory"))?;
+        store.restore_snapshots()?;
         store.collect_garbage()?;
         Ok(store)
+    }
+
+    /// Waits until every committed snapshot is on disk (a daemon shutting down, tests).
+    pub fn wait_synced(&self) {
+        self.snapshots.wait_settled();
+    }
+
+    /// Unpacks again, from their blobs, the layers whose snapshots `Snapshots::open` dropped
+    /// (committed but never synced before the machine went down).
+    fn restore_snapshots(&self) -> Result<(), ImageError> {
+        for record in self.records()? {
+            let mut parent: Option<Digest> = None;
+            for layer in &record.layers {
+                let chain = Digest::parse(&layer.chain_id)?;
+                if !self.snapshots.exists(&chain) {
+                    let blob = Digest::parse(&layer.blob.digest)?;
+                    let diff_id = Digest::parse(&layer.diff_id)?;
+                    if !self.content.contains(&blob) {
+                        tracing::warn!(image = %record.id, layer = %layer.chain_id, "a layer has neither snapshot nor blob");
+                        break;
+                    }
+                    tracing::info!(layer = %layer.chain_id, "unpacking a layer again");
+                    let mut created = Created::default();
+                    self.ensure_layer(
+                        &self.content.path(&blob),
+                        Some(&diff_id),
+                        parent.as_ref(),
+                        false,
+                        &mut created,
+                    )?;
+                }
+                parent = Some(chain);
+            }
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
