@@ -390,21 +390,7 @@ fn htpasswd_registry_needs_a_login_that_docker_shares() {
         stderr(&out)
     );
 
-    let login = |password: &str| {
-        let mut child = d
-            .cmd(&["login", "-u", "alice", "--password-stdin", &reg.addr])
-            .env("DOCKER_CONFIG", &cfg.0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{password}").unwrap();
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    };
+    let login = |password: &str| login_stdin(&d, &cfg, &reg.addr, "alice", password);
     let refused = login("wrong");
     assert_eq!(refused.status.code(), Some(1));
     assert!(
@@ -818,6 +804,21 @@ fn bad_content_fails_the_pull_and_leaves_the_store_unchanged() {
     );
 }
 
+/// `wharf login -u <user> --password-stdin <addr>` with `password` on stdin.
+fn login_stdin(d: &Daemon, cfg: &ConfigDir, addr: &str, user: &str, password: &str) -> Output {
+    use std::io::Write;
+    let mut child = d
+        .cmd(&["login", "-u", user, "--password-stdin", addr])
+        .env("DOCKER_CONFIG", &cfg.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn bearer_token_registry_works_after_login() {
     if !common::have("openssl") {
@@ -838,19 +839,7 @@ fn bearer_token_registry_works_after_login() {
         "push without login: {}",
         stderr(&out)
     );
-    let login = |password: &str| {
-        use std::io::Write;
-        let mut child = d
-            .cmd(&["login", "-u", "alice", "--password-stdin", &reg.addr])
-            .env("DOCKER_CONFIG", &cfg.0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let login = |password: &str| login_stdin(&d, &cfg, &reg.addr, "alice", password);
     let refused = login("wrong");
     assert_eq!(refused.status.code(), Some(1));
     assert!(

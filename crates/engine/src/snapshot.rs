@@ -484,19 +484,25 @@ mod tests {
         unmount(&dir.path().join("missing")).unwrap();
     }
 
+    /// A lower directory named `lower_name` holding `a`, and empty upper, work and target.
+    fn overlay_dirs(base: &Path, lower_name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+        let dirs = (
+            base.join(lower_name),
+            base.join("upper"),
+            base.join("work"),
+            base.join("merged"),
+        );
+        for d in [&dirs.0, &dirs.1, &dirs.2, &dirs.3] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(dirs.0.join("a"), "a").unwrap();
+        dirs
+    }
+
     #[test]
     fn volatile_mounts_skip_syncs_and_mount_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (lower, upper, work, target) = (
-            dir.path().join("lower"),
-            dir.path().join("upper"),
-            dir.path().join("work"),
-            dir.path().join("merged"),
-        );
-        for d in [&lower, &upper, &work, &target] {
-            std::fs::create_dir(d).unwrap();
-        }
-        std::fs::write(lower.join("a"), "a").unwrap();
+        let (lower, upper, work, target) = overlay_dirs(dir.path(), "lower");
         let lowers = std::slice::from_ref(&lower);
         mount_overlay_with(lowers, &upper, &work, &target, true).unwrap();
         let options = std::fs::read_to_string("/proc/self/mountinfo")
@@ -519,16 +525,7 @@ mod tests {
     #[test]
     fn classic_mount_works_and_reports_long_options() {
         let dir = tempfile::tempdir().unwrap();
-        let (lower, upper, work, target) = (
-            dir.path().join("lo:wer"),
-            dir.path().join("upper"),
-            dir.path().join("work"),
-            dir.path().join("merged"),
-        );
-        for d in [&lower, &upper, &work, &target] {
-            std::fs::create_dir(d).unwrap();
-        }
-        std::fs::write(lower.join("a"), "a").unwrap();
+        let (lower, upper, work, target) = overlay_dirs(dir.path(), "lo:wer");
         mount_classic(std::slice::from_ref(&lower), &upper, &work, &target, false).unwrap();
         let read = std::fs::read_to_string(target.join("a"));
         unmount(&target).unwrap();
