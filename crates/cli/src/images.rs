@@ -16,6 +16,7 @@ use crate::format::{self, FormatError, Printer};
 use crate::opts::{
     HistoryArgs, ImagePruneArgs, ImagesArgs, ImportArgs, LoadArgs, RmiArgs, SaveArgs, TagArgs,
 };
+use crate::progress::{self, ProgressError};
 use crate::stdio;
 use crate::units;
 
@@ -25,8 +26,8 @@ pub enum ImagesError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Format(#[from] FormatError),
-    #[error("{0}")]
-    Stream(String),
+    #[error(transparent)]
+    Stream(#[from] ProgressError),
     #[error("reading the daemon's answer")]
     Body(#[from] hyper::Error),
     #[error("open {path}")]
@@ -101,18 +102,9 @@ pub fn tagged(image: &str) -> String {
 /// Prints a JSON message stream (pull, import, load) as docker does on a non-terminal;
 /// an `error` message fails the command.
 async fn show_messages(body: Incoming, to_stderr: bool, quiet: bool) -> Result<()> {
-    let mut body = body;
-    let mut buf: Vec<u8> = Vec::new();
-    let emit = |v: &Value| -> Result<()> {
-        if let Some(err) = v.get("error").and_then(Value::as_str) {
-            return Err(ImagesError::Stream(err.to_string()));
-        }
-        if let Some(msg) = v
-            .get("errorDetail")
-            .and_then(|d| d.get("message"))
-            .and_then(Value::as_str)
-        {
-            return Err(ImagesError::Stream(msg.to_string()));
+    progress::messages(body, |v| {
+        if let Some(err) = progress::error_of(v) {
+            return Err(ProgressError::Failed(err));
         }
         if quiet {
             return Ok(());
@@ -137,45 +129,14 @@ async fn show_messages(body: Incoming, to_stderr: bool, quiet: bool) -> Result<(
         if to_stderr {
             std::io::stderr()
                 .write_all(text.as_bytes())
-                .map_err(|source| ImagesError::Write {
-                    path: "stderr".into(),
-                    source,
-                })
+                .map_err(|e| ProgressError::Write("stderr", e))
         } else {
             stdio::write_stdout(text.as_bytes());
             Ok(())
         }
-    };
-    loop {
-        let frame = body.frame().await;
-        let done = frame.is_none();
-        if let Some(f) = frame
-            && let Ok(data) = f?.into_data()
-        {
-            buf.extend_from_slice(&data);
-        }
-        let mut stream = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
-        let mut consumed = 0;
-        loop {
-            match stream.next() {
-                Some(Ok(v)) => {
-                    consumed = stream.byte_offset();
-                    emit(&v)?;
-                }
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => {
-                    return Err(ImagesError::Stream(format!(
-                        "bad message from the daemon: {e}"
-                    )));
-                }
-                None => break,
-            }
-        }
-        buf.drain(..consumed);
-        if done {
-            return Ok(());
-        }
-    }
+    })
+    .await?;
+    Ok(())
 }
 
 pub async fn list(client: &Client, a: ImagesArgs) -> Result<u8> {
