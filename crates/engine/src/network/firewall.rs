@@ -483,14 +483,13 @@ async fn nft(batch: &Nftables<'_>) -> Result<(), NetworkError> {
             context: "running nft".into(),
             source,
         })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&json)
-            .await
-            .map_err(|source| NetworkError::Command {
-                context: "writing to nft".into(),
-                source,
-            })?;
+    // An nft that exits before reading all of its input closes the pipe: what it said on
+    // stderr, read below, is the error worth reporting, not the broken pipe.
+    let mut write_error = None;
+    if let Some(mut stdin) = child.stdin.take()
+        && let Err(e) = stdin.write_all(&json).await
+    {
+        write_error = Some(e);
     }
     let out = child
         .wait_with_output()
@@ -500,7 +499,13 @@ async fn nft(batch: &Nftables<'_>) -> Result<(), NetworkError> {
             source,
         })?;
     if out.status.success() {
-        Ok(())
+        match write_error {
+            None => Ok(()),
+            Some(source) => Err(NetworkError::Command {
+                context: "writing to nft".into(),
+                source,
+            }),
+        }
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let why = match stderr.trim() {
