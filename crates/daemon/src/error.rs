@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use wharf_api::ErrorBody;
+pub use wharf_engine::error::chain;
 use wharf_engine::{ContainerError, ErrorKind, ImageError};
 
 /// An error on its way to the client.
@@ -35,21 +36,6 @@ impl ApiError {
         };
         ApiError { status, message }
     }
-}
-
-/// The error and its sources on one line, as Docker prints causes: "outer: inner".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 impl From<ContainerError> for ApiError {

@@ -15,3 +15,19 @@ pub enum ErrorKind {
     /// 500: everything else.
     Internal,
 }
+
+/// The error and its sources on one line, as Docker prints causes: "outer: inner" (a source
+/// whose text the outer one already holds is not repeated).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

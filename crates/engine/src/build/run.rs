@@ -17,6 +17,7 @@ use wharf_api::models::{ContainerCreateBody, HostConfig};
 use super::commit::{CommitOptions, commit_container};
 use super::{BuildError, Puller, RunDone, RunMount, RunSpec, Runner};
 use crate::container::{AttachStreams, ContainerError, Status, WaitCondition};
+use crate::error::chain;
 use crate::image::{Image, ImageConfig};
 use crate::{Engine, snapshot};
 
@@ -72,21 +73,6 @@ pub(crate) fn puller(engine: Weak<Engine>, handle: Handle) -> Arc<Puller> {
             .map_err(|e| format!("the pull task failed: {e}"))?
             .map_err(|e| chain(&e))
     })
-}
-
-/// The error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// A read-write bind mount: writes land in an overlay over the source and are thrown away
