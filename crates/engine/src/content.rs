@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -196,7 +196,7 @@ impl ContentStore {
             .open(&path)
             .map_err(io_err(&path))?;
         Ok(Ingest {
-            file,
+            file: BufWriter::with_capacity(INGEST_BUFFER, file),
             staged: Staged {
                 path,
                 digest: Digest(String::new()),
@@ -237,9 +237,14 @@ impl ContentStore {
     }
 }
 
+/// Writes to ingest go out in pieces this large: a download arrives in pieces of a few
+/// kilobytes, and each write that ends inside a new block makes the kernel zero the rest of
+/// the block first.
+const INGEST_BUFFER: usize = 1 << 20;
+
 /// A blob being written: hashed as it is written. Dropped unfinished, its file is deleted.
 pub struct Ingest {
-    file: File,
+    file: BufWriter<File>,
     staged: Staged,
     hasher: Sha256,
 }
@@ -256,6 +261,9 @@ impl Ingest {
             mut staged,
             hasher,
         } = self;
+        let file = file
+            .into_inner()
+            .map_err(|e| io_err(&staged.path)(e.into_error()))?;
         file.sync_all().map_err(io_err(&staged.path))?;
         let actual = Digest::from_hasher(hasher);
         if let Some(expected) = expected

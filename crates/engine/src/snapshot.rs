@@ -89,6 +89,7 @@ impl Snapshots {
     /// snapshots a previous boot committed but never synced (they may be torn).
     pub fn open(dir: &Path) -> Result<Snapshots, SnapshotError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        mark_top_dir(dir);
         let boot_id = boot_id();
         let mut unsynced = false;
         for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
@@ -255,6 +256,23 @@ impl TmpSnapshot {
         std::fs::rename(&self.dir, &target).map_err(io_err(&target))?;
         snapshots.settle();
         Ok(true)
+    }
+}
+
+/// Marks `dir` as the top of unrelated trees (`chattr +T`): ext4 then places each new
+/// directory in it (each snapshot) in a block group of its own rather than next to its
+/// parent. Without a journal, ext4 passes over inodes freed in the last minutes one at a
+/// time when it allocates near them, so a layer unpacked where an earlier one was just
+/// deleted took seconds per thousand files (a 54k-file pull took 25-40 s instead of 6-9 s).
+/// Best effort: other file systems have no such flag.
+fn mark_top_dir(dir: &Path) {
+    let Ok(d) = std::fs::File::open(dir) else {
+        return;
+    };
+    if let Ok(flags) = rustix::fs::ioctl_getflags(&d)
+        && !flags.contains(rustix::fs::IFlags::TOPDIR)
+    {
+        let _ = rustix::fs::ioctl_setflags(&d, flags | rustix::fs::IFlags::TOPDIR);
     }
 }
 

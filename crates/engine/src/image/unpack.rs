@@ -7,10 +7,11 @@
 //! layer; the caller discards the half-unpacked directory.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use rustix::fs::{
     AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
@@ -20,6 +21,7 @@ use tar::EntryType;
 
 use super::ImageError;
 use crate::content::{Digest, HashingReader};
+use sha2::{Digest as _, Sha256};
 
 /// What unpacking one layer found.
 #[derive(Debug)]
@@ -94,36 +96,50 @@ pub(crate) fn unpack(raw: &mut dyn Read, dest: &Path) -> Result<Unpacked, ImageE
 /// Hashes the tar stream `tar` (the diff id) while extracting it into `dest`.
 fn extract(tar: &mut dyn Read, dest: &Path) -> Result<Unpacked, ImageError> {
     let mut hashing = HashingReader::new(tar);
-    let size = {
-        let mut archive = tar::Archive::new(PadAtEof::new(&mut hashing));
-        let mut x = Extractor::new(dest)?;
-        x.run(&mut archive)?;
-        x.size
-    };
+    let size = extract_files(&mut hashing, dest)?;
     let (diff_id, _) = hashing
         .finish()
         .map_err(|e| ImageError::BadArchive(format!("layer stream: {e}")))?;
     Ok(Unpacked { diff_id, size })
 }
 
+/// Extracts the tar stream `tar` into `dest`; returns the bytes of file content written.
+fn extract_files(tar: &mut dyn Read, dest: &Path) -> Result<u64, ImageError> {
+    let mut archive = tar::Archive::new(PadAtEof::new(tar));
+    let mut x = Extractor::new(dest)?;
+    x.run(&mut archive)?;
+    Ok(x.size)
+}
+
 /// Decompressed bytes handed from the decompressing thread to the extracting one.
 const CHUNK: usize = 1 << 20;
 
-/// Decompression on this thread, hashing and extraction on another: on a large layer the two
-/// take about as long, so a pull or load of it runs on two cores instead of one.
+/// Decompression and the diff id's hashing on this thread, extraction on another: creating
+/// tens of thousands of files costs the kernel as much as inflating and hashing them costs
+/// us, so a pull or load of a large layer runs on two cores instead of one.
 fn decompress_beside(mut decoder: Box<dyn Read + '_>, dest: &Path) -> Result<Unpacked, ImageError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
-    std::thread::scope(|scope| {
+    // Spent chunks come back to be filled again: a fresh megabyte per chunk is zeroed first.
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(10);
+    let mut hasher = Sha256::new();
+    let size = std::thread::scope(|scope| {
         let extractor = scope.spawn(move || {
             let mut chunks = ChunkReader {
                 rx,
+                back: back_tx,
                 chunk: Vec::new(),
                 pos: 0,
             };
-            extract(&mut chunks, dest)
+            let size = extract_files(&mut chunks, dest)?;
+            // The rest of the stream still counts for the diff id, which the other thread
+            // computes from what it sends here.
+            io::copy(&mut chunks, &mut io::sink())
+                .map_err(|e| ImageError::BadArchive(format!("layer stream: {e}")))?;
+            Ok(size)
         });
         loop {
-            let mut chunk = vec![0u8; CHUNK];
+            let mut chunk = back_rx.try_recv().unwrap_or_default();
+            chunk.resize(CHUNK, 0);
             let mut filled = 0;
             let read = loop {
                 match decoder.read(&mut chunk[filled..]) {
@@ -147,7 +163,10 @@ fn decompress_beside(mut decoder: Box<dyn Read + '_>, dest: &Path) -> Result<Unp
                     let _ = tx.send(Err(e));
                     break;
                 }
-                Ok(()) if filled > 0 => tx.send(Ok(chunk)).is_ok(),
+                Ok(()) if filled > 0 => {
+                    hasher.update(&chunk);
+                    tx.send(Ok(chunk)).is_ok()
+                }
                 Ok(()) => true,
             };
             // A failed send means the extractor stopped (it has the error to report).
@@ -159,12 +178,17 @@ fn decompress_beside(mut decoder: Box<dyn Read + '_>, dest: &Path) -> Result<Unp
         extractor
             .join()
             .unwrap_or_else(|_| Err(ImageError::BadArchive("layer extraction panicked".into())))
+    })?;
+    Ok(Unpacked {
+        diff_id: Digest::from_hasher(hasher),
+        size,
     })
 }
 
 /// Reads the chunks the decompressing thread sends; its errors become read errors.
 struct ChunkReader {
     rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
@@ -174,7 +198,10 @@ impl Read for ChunkReader {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(c)) => {
-                    self.chunk = c;
+                    let spent = std::mem::replace(&mut self.chunk, c);
+                    if spent.capacity() > 0 {
+                        let _ = self.back.try_send(spent);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -255,10 +282,23 @@ fn join(comps: &[&[u8]]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
+/// File content is written in pieces of this size (most files in one write): a write that
+/// covers only part of a new block makes the kernel zero the rest of it first.
+const PIECE: usize = 1 << 20;
+
 struct Extractor {
-    root: OwnedFd,
+    root: Rc<OwnedFd>,
     /// The parent directory of the previous entry: most entries share their parent.
-    cached: Option<(Vec<u8>, OwnedFd)>,
+    cached: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    /// One piece of file content on its way to the file (allocated and zeroed once).
+    piece: Vec<u8>,
+    /// The process's umask, when known: a file whose mode it leaves whole is created with
+    /// that mode (no chmod after).
+    umask: Option<u32>,
+    /// Who creates the files: a file to be owned by them needs no chown, unless it lands in
+    /// a setgid directory (it then takes the directory's group).
+    creator: (u32, u32),
+    setgid_dirs: bool,
     /// Directory mtimes, set at the end since creating children changes them.
     dir_times: Vec<(Vec<u8>, u64)>,
     size: u64,
@@ -278,9 +318,19 @@ impl Extractor {
             Mode::empty(),
         )
         .map_err(|e| io_ctx("opening snapshot directory")(e.into()))?;
+        let setgid_root = rustix::fs::fstat(&root)
+            .map(|st| st.st_mode & 0o2000 != 0)
+            .unwrap_or(true);
         Ok(Extractor {
-            root,
+            root: Rc::new(root),
             cached: None,
+            piece: Vec::new(),
+            umask: process_umask(),
+            creator: (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
+            setgid_dirs: setgid_root,
             dir_times: Vec::new(),
             size: 0,
             is_root: rustix::process::geteuid().is_root(),
@@ -338,17 +388,26 @@ impl Extractor {
                 return Err(hostile(path, "is a whiteout of \".\" or \"..\""));
             }
             let dir = self.parent(parent, path)?;
-            self.clear(&dir, target, false)?;
-            return self.whiteout(&dir, target);
+            return self
+                .replacing(&dir, target, || whiteout(&dir, target))?
+                .map_err(|e| io_ctx("creating whiteout")(e.into()));
         }
 
         match etype {
             EntryType::Directory => {
                 let dir = self.parent(parent, path)?;
-                let existed = self.clear(&dir, name, true)?;
-                if !existed {
-                    rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700))
-                        .map_err(|e| io_ctx("creating directory")(e.into()))?;
+                let mkdir = || rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700));
+                match mkdir() {
+                    Ok(()) => {}
+                    // A directory entry over an existing directory merges into it.
+                    Err(Errno::EXIST) if self.clear(&dir, name, true)? => {}
+                    Err(Errno::EXIST) => {
+                        mkdir().map_err(|e| io_ctx("creating directory")(e.into()))?;
+                    }
+                    Err(e) => return Err(io_ctx("creating directory")(e.into())),
+                }
+                if entry.header().mode().unwrap_or(0) & 0o2000 != 0 {
+                    self.setgid_dirs = true;
                 }
                 let fd = rustix::fs::openat(
                     &dir,
@@ -357,29 +416,33 @@ impl Extractor {
                     Mode::empty(),
                 )
                 .map_err(|e| io_ctx("opening directory")(e.into()))?;
-                self.set_meta_fd(&fd, entry)?;
+                self.set_meta_fd(&fd, entry, false)?;
                 let mtime = entry.header().mtime().unwrap_or(0);
                 self.dir_times.push((join(&comps), mtime));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let dir = self.parent(parent, path)?;
-                self.clear(&dir, name, false)?;
-                let fd = rustix::fs::openat(
-                    &dir,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| io_ctx("creating file")(e.into()))?;
+                let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+                // setuid and setgid bits are set after the owner (chown clears them).
+                let final_mode = self.umask.is_some_and(|u| mode & (u | 0o7000) == 0);
+                let create = || {
+                    rustix::fs::openat(
+                        &dir,
+                        name,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(if final_mode { mode } else { 0o600 }),
+                    )
+                };
+                let fd = self
+                    .replacing(&dir, name, create)?
+                    .map_err(|e| io_ctx("creating file")(e.into()))?;
                 let mut file = File::from(fd);
-                let n = io::copy(entry, &mut file)
-                    .map_err(|e| ImageError::BadArchive(format!("layer tar: {e}")))?;
-                self.size += n;
-                self.set_meta_fd(file.as_fd(), entry)?;
+                self.size += self.write_content(entry, &mut file)?;
+                self.set_meta_fd(file.as_fd(), entry, final_mode)?;
                 let mtime = entry.header().mtime().unwrap_or(0);
                 rustix::fs::futimens(&file, &times(mtime))
                     .map_err(|e| io_ctx("setting file times")(e.into()))?;
@@ -391,9 +454,10 @@ impl Extractor {
                     .into_owned();
                 check_symlink(path, parent.len(), &target)?;
                 let dir = self.parent(parent, path)?;
-                self.clear(&dir, name, false)?;
-                rustix::fs::symlinkat(target.as_slice(), &dir, name)
-                    .map_err(|e| io_ctx("creating symlink")(e.into()))?;
+                self.replacing(&dir, name, || {
+                    rustix::fs::symlinkat(target.as_slice(), &dir, name)
+                })?
+                .map_err(|e| io_ctx("creating symlink")(e.into()))?;
                 self.set_meta_at(&dir, name, entry)?;
             }
             EntryType::Link => {
@@ -410,8 +474,10 @@ impl Extractor {
                 }
                 let tdir = self.open_dir(tparent, &target, false)?;
                 let dir = self.parent(parent, path)?;
-                self.clear(&dir, name, false)?;
-                rustix::fs::linkat(&tdir, tname, &dir, name, AtFlags::empty()).map_err(|e| {
+                self.replacing(&dir, name, || {
+                    rustix::fs::linkat(&tdir, tname, &dir, name, AtFlags::empty())
+                })?
+                .map_err(|e| {
                     if e == Errno::NOENT {
                         hostile(path, "is a hardlink to a file not in this layer")
                     } else {
@@ -424,8 +490,9 @@ impl Extractor {
                 let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
                 if etype == EntryType::Char && major == 0 && minor == 0 {
                     let dir = self.parent(parent, path)?;
-                    self.clear(&dir, name, false)?;
-                    return self.whiteout(&dir, name);
+                    return self
+                        .replacing(&dir, name, || whiteout(&dir, name))?
+                        .map_err(|e| io_ctx("creating whiteout")(e.into()));
                 }
                 if comps.first() == Some(&&b"dev"[..]) {
                     // /dev of a container is its own tmpfs: device nodes a rootfs carries
@@ -437,9 +504,10 @@ impl Extractor {
             }
             EntryType::Fifo => {
                 let dir = self.parent(parent, path)?;
-                self.clear(&dir, name, false)?;
-                rustix::fs::mknodat(&dir, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
-                    .map_err(|e| io_ctx("creating fifo")(e.into()))?;
+                self.replacing(&dir, name, || {
+                    rustix::fs::mknodat(&dir, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                })?
+                .map_err(|e| io_ctx("creating fifo")(e.into()))?;
                 self.set_meta_at(&dir, name, entry)?;
             }
             // Other types (global PAX headers, volume labels) carry no file.
@@ -448,15 +516,54 @@ impl Extractor {
         Ok(())
     }
 
-    fn whiteout(&self, dir: &OwnedFd, name: &[u8]) -> Result<(), ImageError> {
-        rustix::fs::mknodat(
-            dir,
-            name,
-            FileType::CharacterDevice,
-            Mode::empty(),
-            rustix::fs::makedev(0, 0),
-        )
-        .map_err(|e| io_ctx("creating whiteout")(e.into()))
+    /// Runs `make`, which creates `name` in `dir`; when something is in the way, removes it
+    /// and runs `make` again. Most entries land where nothing is, so nothing is looked up
+    /// before.
+    fn replacing<T>(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        make: impl Fn() -> Result<T, Errno>,
+    ) -> Result<Result<T, Errno>, ImageError> {
+        match make() {
+            Err(Errno::EXIST) => {
+                self.clear(dir, name, false)?;
+                Ok(make())
+            }
+            made => Ok(made),
+        }
+    }
+
+    /// Writes the entry's content into `file`, a piece at a time.
+    fn write_content<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+    ) -> Result<u64, ImageError> {
+        if self.piece.is_empty() {
+            self.piece = vec![0; PIECE];
+        }
+        let mut total = 0u64;
+        loop {
+            let mut filled = 0;
+            while filled < PIECE {
+                match entry.read(&mut self.piece[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ImageError::BadArchive(format!("layer tar: {e}"))),
+                }
+            }
+            if filled == 0 {
+                return Ok(total);
+            }
+            file.write_all(&self.piece[..filled])
+                .map_err(io_ctx("writing file"))?;
+            total += filled as u64;
+            if filled < PIECE {
+                return Ok(total);
+            }
+        }
     }
 
     /// Removes whatever is at `dir/name` so a new entry can take its place. A directory is
@@ -486,18 +593,15 @@ impl Extractor {
     }
 
     /// The parent directory of an entry, created (0755) where the layer omits it.
-    fn parent(&mut self, comps: &[&[u8]], entry: &[u8]) -> Result<OwnedFd, ImageError> {
+    fn parent(&mut self, comps: &[&[u8]], entry: &[u8]) -> Result<Rc<OwnedFd>, ImageError> {
         let key = join(comps);
         if let Some((k, fd)) = &self.cached
             && *k == key
         {
-            return fd.try_clone().map_err(io_ctx("duplicating directory fd"));
+            return Ok(fd.clone());
         }
         let fd = self.open_dir(comps, entry, true)?;
-        self.cached = Some((
-            key,
-            fd.try_clone().map_err(io_ctx("duplicating directory fd"))?,
-        ));
+        self.cached = Some((key, fd.clone()));
         Ok(fd)
     }
 
@@ -507,13 +611,10 @@ impl Extractor {
         comps: &[&[u8]],
         entry: &[u8],
         create: bool,
-    ) -> Result<OwnedFd, ImageError> {
+    ) -> Result<Rc<OwnedFd>, ImageError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         if comps.is_empty() {
-            return self
-                .root
-                .try_clone()
-                .map_err(io_ctx("duplicating directory fd"));
+            return Ok(self.root.clone());
         }
         if self.has_openat2 {
             match rustix::fs::openat2(
@@ -523,30 +624,27 @@ impl Extractor {
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
             ) {
-                Ok(fd) => return Ok(fd),
+                Ok(fd) => return Ok(Rc::new(fd)),
                 Err(Errno::NOSYS) => self.has_openat2 = false,
                 // The walk below says precisely what is wrong, or creates what is missing.
                 Err(_) => {}
             }
         }
-        let mut cur = self
-            .root
-            .try_clone()
-            .map_err(io_ctx("duplicating directory fd"))?;
+        let mut cur = self.root.clone();
         for &c in comps {
-            let next = match rustix::fs::openat(&cur, c, flags, Mode::empty()) {
+            let next = match rustix::fs::openat(&*cur, c, flags, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
-                    rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755))
+                    rustix::fs::mkdirat(&*cur, c, Mode::from_raw_mode(0o755))
                         .map_err(|e| io_ctx("creating parent directory")(e.into()))?;
-                    rustix::fs::openat(&cur, c, flags, Mode::empty())
+                    rustix::fs::openat(&*cur, c, flags, Mode::empty())
                         .map_err(|e| io_ctx("opening parent directory")(e.into()))?
                 }
                 Err(Errno::NOENT) => {
                     return Err(hostile(entry, "names a file not in this layer"));
                 }
                 Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                    let st = rustix::fs::statat(&cur, c, AtFlags::SYMLINK_NOFOLLOW)
+                    let st = rustix::fs::statat(&*cur, c, AtFlags::SYMLINK_NOFOLLOW)
                         .map_err(|e| io_ctx("inspecting parent directory")(e.into()))?;
                     return Err(
                         if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
@@ -561,7 +659,7 @@ impl Extractor {
                 }
                 Err(e) => return Err(io_ctx("opening parent directory")(errno_io(e))),
             };
-            cur = next;
+            cur = Rc::new(next);
         }
         Ok(cur)
     }
@@ -584,23 +682,37 @@ impl Extractor {
         )
     }
 
-    /// Owner, mode and xattrs of a file or directory, through its fd. The mode comes after
-    /// the owner because chown clears setuid and setgid.
+    /// Whether a new file already has the owner `owner` asks for: made by that user and
+    /// group, in no setgid directory.
+    fn owned_as(&self, (uid, gid): (Option<Uid>, Option<Gid>)) -> bool {
+        !self.setgid_dirs
+            && uid.is_none_or(|u| u.as_raw() == self.creator.0)
+            && gid.is_none_or(|g| g.as_raw() == self.creator.1)
+    }
+
+    /// Owner, mode and xattrs of a file or directory, through its fd (`mode_set`: it was
+    /// created with its mode). The mode comes after the owner because chown clears setuid
+    /// and setgid.
     fn set_meta_fd<R: Read>(
         &self,
         fd: impl AsFd,
         entry: &mut tar::Entry<'_, R>,
+        mode_set: bool,
     ) -> Result<(), ImageError> {
         let (uid, gid) = self.owner(entry);
-        match rustix::fs::fchown(&fd, uid, gid) {
-            Ok(()) => {}
-            // Without root the files stay ours, as with rootless unpackers.
-            Err(Errno::PERM) if !self.is_root => {}
-            Err(e) => return Err(io_ctx("setting owner")(e.into())),
+        if !self.owned_as((uid, gid)) {
+            match rustix::fs::fchown(&fd, uid, gid) {
+                Ok(()) => {}
+                // Without root the files stay ours, as with rootless unpackers.
+                Err(Errno::PERM) if !self.is_root => {}
+                Err(e) => return Err(io_ctx("setting owner")(e.into())),
+            }
         }
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-            .map_err(|e| io_ctx("setting mode")(e.into()))?;
+        if !mode_set {
+            let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                .map_err(|e| io_ctx("setting mode")(e.into()))?;
+        }
         for (name, value) in xattrs(entry)? {
             rustix::fs::fsetxattr(&fd, name.as_slice(), &value, XattrFlags::empty())
                 .map_err(|e| io_ctx("setting xattr")(e.into()))?;
@@ -616,10 +728,12 @@ impl Extractor {
         entry: &tar::Entry<'_, R>,
     ) -> Result<(), ImageError> {
         let (uid, gid) = self.owner(entry);
-        match rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(()) => {}
-            Err(Errno::PERM) if !self.is_root => {}
-            Err(e) => return Err(io_ctx("setting owner")(e.into())),
+        if !self.owned_as((uid, gid)) {
+            match rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(()) => {}
+                Err(Errno::PERM) if !self.is_root => {}
+                Err(e) => return Err(io_ctx("setting owner")(e.into())),
+            }
         }
         if entry.header().entry_type() == EntryType::Fifo {
             let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
@@ -645,6 +759,24 @@ impl Extractor {
             }
         }
     }
+}
+
+/// A whiteout: overlay's 0:0 character device.
+fn whiteout(dir: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
+    rustix::fs::mknodat(
+        dir,
+        name,
+        FileType::CharacterDevice,
+        Mode::empty(),
+        rustix::fs::makedev(0, 0),
+    )
+}
+
+/// The umask, from /proc (reading it with umask(2) means setting it, for every thread).
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 fn times(mtime: u64) -> Timestamps {
@@ -730,6 +862,57 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    fn append(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: EntryType, mode: u32, data: &[u8]) {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(1_600_000_000);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    #[test]
+    fn later_entries_replace_earlier_ones_of_any_kind() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mut b = tar::Builder::new(Vec::new());
+        append(&mut b, "x", EntryType::Regular, 0o644, b"file first");
+        append(&mut b, "x/", EntryType::Directory, 0o750, b"");
+        append(&mut b, "x/y", EntryType::Regular, 0o640, b"inside");
+        append(&mut b, "d/", EntryType::Directory, 0o755, b"");
+        append(&mut b, "d/f", EntryType::Regular, 0o644, b"gone with d");
+        append(&mut b, "d", EntryType::Regular, 0o600, b"d is a file now");
+        append(&mut b, "s", EntryType::Regular, 0o644, b"");
+        append(
+            &mut b,
+            "big",
+            EntryType::Regular,
+            0o755,
+            &vec![7u8; PIECE * 2 + 5],
+        );
+        let tar = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let u = unpack(&mut compress(&tar, false).as_slice(), dir.path()).unwrap();
+        assert_eq!(u.diff_id, Digest::of(&tar));
+        let x = std::fs::metadata(dir.path().join("x")).unwrap();
+        assert!(x.is_dir());
+        assert_eq!(x.permissions().mode() & 0o7777, 0o750);
+        assert_eq!(x.mtime(), 1_600_000_000);
+        let y = std::fs::metadata(dir.path().join("x/y")).unwrap();
+        assert_eq!(y.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(std::fs::read(dir.path().join("x/y")).unwrap(), b"inside");
+        let d = std::fs::metadata(dir.path().join("d")).unwrap();
+        assert!(d.is_file());
+        assert_eq!(d.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(std::fs::read(dir.path().join("s")).unwrap(), b"");
+        let big = std::fs::read(dir.path().join("big")).unwrap();
+        assert_eq!(big.len(), PIECE * 2 + 5);
+        assert!(big.iter().all(|&b| b == 7));
+        let meta = std::fs::metadata(dir.path().join("big")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+        assert_eq!(meta.mtime(), 1_600_000_000);
+        assert_eq!(u.size, (10 + 6 + 11 + 15 + PIECE * 2 + 5) as u64);
     }
 
     #[test]
