@@ -104,11 +104,158 @@ fn extract(tar: &mut dyn Read, dest: &Path) -> Result<Unpacked, ImageError> {
 }
 
 /// Extracts the tar stream `tar` into `dest`; returns the bytes of file content written.
+/// Small files are created here and written (content, owner, mode, times) on a second
+/// thread: the kernel's work of filling new page cache pages is as large as that of
+/// creating the files, and on two cores the two overlap.
 fn extract_files(tar: &mut dyn Read, dest: &Path) -> Result<u64, ImageError> {
     let mut archive = tar::Archive::new(PadAtEof::new(tar));
-    let mut x = Extractor::new(dest)?;
-    x.run(&mut archive)?;
-    Ok(x.size)
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
+    let rootless = !rustix::process::geteuid().is_root();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || write_batches(rx, back_tx, rootless));
+        let run = Extractor::new(
+            dest,
+            Writer {
+                tx,
+                back: back_rx,
+                batch: Batch::new(),
+                made: 1,
+            },
+        )
+        .and_then(|mut x| {
+            x.run(&mut archive)?;
+            x.writer.send()?;
+            Ok(x.size)
+        });
+        // The writer's error, if it had one, is why handing it files failed.
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(ImageError::BadArchive("layer writer panicked".into())));
+        written.and(run)
+    })
+}
+
+/// How many batches of small files exist at once (filled, queued, being written).
+const BATCHES: usize = 4;
+/// Content of files up to this size goes into a batch; larger ones are written directly.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_FILES: usize = 256;
+
+/// Created files whose content and metadata the writer thread is to apply.
+struct Batch {
+    data: Vec<u8>,
+    used: usize,
+    files: Vec<Queued>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            data: vec![0; BATCH_BYTES],
+            used: 0,
+            files: Vec::with_capacity(BATCH_FILES),
+        }
+    }
+}
+
+struct Queued {
+    file: File,
+    path: Vec<u8>,
+    content: std::ops::Range<usize>,
+    meta: Meta,
+    mtime: u64,
+}
+
+/// What the extractor hands batches through; spent batches come back to be filled again.
+struct Writer {
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    back: std::sync::mpsc::Receiver<Batch>,
+    batch: Batch,
+    made: usize,
+}
+
+impl Writer {
+    /// Hands the current batch to the writer thread.
+    fn send(&mut self) -> Result<(), ImageError> {
+        if self.batch.files.is_empty() {
+            return Ok(());
+        }
+        let stopped = || ImageError::BadArchive("the layer writer stopped".into());
+        let next = match self.back.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.made < BATCHES => {
+                self.made += 1;
+                Batch::new()
+            }
+            Err(_) => self.back.recv().map_err(|_| stopped())?,
+        };
+        let full = std::mem::replace(&mut self.batch, next);
+        self.tx.send(full).map_err(|_| stopped())
+    }
+}
+
+/// The writer thread: each queued file's content, owner, mode, xattrs and times, then its
+/// fd is closed.
+fn write_batches(
+    rx: std::sync::mpsc::Receiver<Batch>,
+    back: std::sync::mpsc::SyncSender<Batch>,
+    rootless: bool,
+) -> Result<(), ImageError> {
+    for mut batch in rx {
+        for q in batch.files.drain(..) {
+            let done = (|| {
+                let mut file = &q.file;
+                file.write_all(&batch.data[q.content.clone()])
+                    .map_err(io_ctx("writing file"))?;
+                apply_meta(&q.file, &q.meta, rootless)?;
+                rustix::fs::futimens(&q.file, &times(q.mtime))
+                    .map_err(|e| io_ctx("setting file times")(e.into()))
+            })();
+            done.map_err(|e| match e {
+                ImageError::Io { context, source } => ImageError::Io {
+                    context: format!(
+                        "unpacking {:?}: {context}",
+                        String::from_utf8_lossy(&q.path)
+                    ),
+                    source,
+                },
+                e => e,
+            })?;
+        }
+        batch.used = 0;
+        let _ = back.try_send(batch);
+    }
+    Ok(())
+}
+
+/// Owner, mode and xattrs to apply to a file or directory (`None`: already right).
+struct Meta {
+    owner: Option<(Option<Uid>, Option<Gid>)>,
+    mode: Option<u32>,
+    xattrs: Xattrs,
+}
+
+/// Applies `meta` through the fd. The mode comes after the owner because chown clears
+/// setuid and setgid.
+fn apply_meta(fd: impl AsFd, meta: &Meta, rootless: bool) -> Result<(), ImageError> {
+    if let Some((uid, gid)) = meta.owner {
+        match rustix::fs::fchown(&fd, uid, gid) {
+            Ok(()) => {}
+            // Without root the files stay ours, as with rootless unpackers.
+            Err(Errno::PERM) if rootless => {}
+            Err(e) => return Err(io_ctx("setting owner")(e.into())),
+        }
+    }
+    if let Some(mode) = meta.mode {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+            .map_err(|e| io_ctx("setting mode")(e.into()))?;
+    }
+    for (name, value) in &meta.xattrs {
+        rustix::fs::fsetxattr(&fd, name.as_slice(), value, XattrFlags::empty())
+            .map_err(|e| io_ctx("setting xattr")(e.into()))?;
+    }
+    Ok(())
 }
 
 /// Decompressed bytes handed from the decompressing thread to the extracting one.
@@ -299,6 +446,7 @@ struct Extractor {
     /// a setgid directory (it then takes the directory's group).
     creator: (u32, u32),
     setgid_dirs: bool,
+    writer: Writer,
     /// Directory mtimes, set at the end since creating children changes them.
     dir_times: Vec<(Vec<u8>, u64)>,
     size: u64,
@@ -311,7 +459,7 @@ fn errno_io(e: Errno) -> io::Error {
 }
 
 impl Extractor {
-    fn new(dest: &Path) -> Result<Extractor, ImageError> {
+    fn new(dest: &Path, writer: Writer) -> Result<Extractor, ImageError> {
         let root = rustix::fs::open(
             dest,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -331,6 +479,7 @@ impl Extractor {
                 rustix::process::getegid().as_raw(),
             ),
             setgid_dirs: setgid_root,
+            writer,
             dir_times: Vec::new(),
             size: 0,
             is_root: rustix::process::geteuid().is_root(),
@@ -441,9 +590,16 @@ impl Extractor {
                     .replacing(&dir, name, create)?
                     .map_err(|e| io_ctx("creating file")(e.into()))?;
                 let mut file = File::from(fd);
+                let mtime = entry.header().mtime().unwrap_or(0);
+                let size = entry.size();
+                if etype != EntryType::GNUSparse && size <= BATCH_BYTES as u64 {
+                    let meta = self.meta(entry, final_mode)?;
+                    self.queue(file, path, entry, size as usize, meta, mtime)?;
+                    self.size += size;
+                    return Ok(());
+                }
                 self.size += self.write_content(entry, &mut file)?;
                 self.set_meta_fd(file.as_fd(), entry, final_mode)?;
-                let mtime = entry.header().mtime().unwrap_or(0);
                 rustix::fs::futimens(&file, &times(mtime))
                     .map_err(|e| io_ctx("setting file times")(e.into()))?;
             }
@@ -532,6 +688,35 @@ impl Extractor {
             }
             made => Ok(made),
         }
+    }
+
+    /// Reads the entry's content into the current batch and queues the file for the writer.
+    fn queue<R: Read>(
+        &mut self,
+        file: File,
+        path: &[u8],
+        entry: &mut tar::Entry<'_, R>,
+        size: usize,
+        meta: Meta,
+        mtime: u64,
+    ) -> Result<(), ImageError> {
+        let w = &mut self.writer;
+        if w.batch.used + size > BATCH_BYTES || w.batch.files.len() == BATCH_FILES {
+            w.send()?;
+        }
+        let start = w.batch.used;
+        entry
+            .read_exact(&mut w.batch.data[start..start + size])
+            .map_err(|e| ImageError::BadArchive(format!("layer tar: {e}")))?;
+        w.batch.used += size;
+        w.batch.files.push(Queued {
+            file,
+            path: path.to_vec(),
+            content: start..start + size,
+            meta,
+            mtime,
+        });
+        Ok(())
     }
 
     /// Writes the entry's content into `file`, a piece at a time.
@@ -690,34 +875,29 @@ impl Extractor {
             && gid.is_none_or(|g| g.as_raw() == self.creator.1)
     }
 
-    /// Owner, mode and xattrs of a file or directory, through its fd (`mode_set`: it was
-    /// created with its mode). The mode comes after the owner because chown clears setuid
-    /// and setgid.
+    /// What a new file or directory needs of the entry's owner, mode (unless `mode_set`:
+    /// it was created with it) and xattrs.
+    fn meta<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        mode_set: bool,
+    ) -> Result<Meta, ImageError> {
+        let owner = self.owner(entry);
+        Ok(Meta {
+            owner: (!self.owned_as(owner)).then_some(owner),
+            mode: (!mode_set).then(|| entry.header().mode().unwrap_or(0o644) & 0o7777),
+            xattrs: xattrs(entry)?,
+        })
+    }
+
+    /// Owner, mode and xattrs of a file or directory, through its fd.
     fn set_meta_fd<R: Read>(
         &self,
         fd: impl AsFd,
         entry: &mut tar::Entry<'_, R>,
         mode_set: bool,
     ) -> Result<(), ImageError> {
-        let (uid, gid) = self.owner(entry);
-        if !self.owned_as((uid, gid)) {
-            match rustix::fs::fchown(&fd, uid, gid) {
-                Ok(()) => {}
-                // Without root the files stay ours, as with rootless unpackers.
-                Err(Errno::PERM) if !self.is_root => {}
-                Err(e) => return Err(io_ctx("setting owner")(e.into())),
-            }
-        }
-        if !mode_set {
-            let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-                .map_err(|e| io_ctx("setting mode")(e.into()))?;
-        }
-        for (name, value) in xattrs(entry)? {
-            rustix::fs::fsetxattr(&fd, name.as_slice(), &value, XattrFlags::empty())
-                .map_err(|e| io_ctx("setting xattr")(e.into()))?;
-        }
-        Ok(())
+        apply_meta(fd, &self.meta(entry, mode_set)?, !self.is_root)
     }
 
     /// Owner and times of a symlink or fifo, by name in its directory, never following it.
