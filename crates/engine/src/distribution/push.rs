@@ -617,9 +617,19 @@ impl Distribution {
         let compressed = compressing
             .await
             .map_err(|e| io_ctx("compressing a layer")(io::Error::other(e.to_string())))?;
-        compressed.map_err(io_ctx(format!("compressing layer {}", layer.diff_id)))?;
-        let pushed =
-            pushed.map_err(|e| remote.error(format!("pushing layer {}", layer.diff_id), e))?;
+        let pushed = match (compressed, pushed) {
+            // The upload refused or lost: compression stopped only for that.
+            (Err(e), _) if e.kind() != io::ErrorKind::BrokenPipe => {
+                return Err(io_ctx(format!("compressing layer {}", layer.diff_id))(e));
+            }
+            (_, Err(e)) => {
+                return Err(remote.error(format!("pushing layer {}", layer.diff_id), e));
+            }
+            (Err(e), Ok(_)) => {
+                return Err(io_ctx(format!("compressing layer {}", layer.diff_id))(e));
+            }
+            (Ok(_), Ok(pushed)) => pushed,
+        };
         let desc = Descriptor {
             media_type: compression.media_type().into(),
             digest: pushed.blob_digest,
