@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -195,19 +195,8 @@ impl ContentStore {
             .create_new(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        // File systems without direct I/O (tmpfs) refuse the flag: those write through the
-        // page cache.
-        let direct = rustix::fs::fcntl_getfl(&file)
-            .and_then(|f| rustix::fs::fcntl_setfl(&file, f | rustix::fs::OFlags::DIRECT))
-            .is_ok();
-        let buf = vec![0u8; INGEST_BUFFER + DIRECT_ALIGN];
-        let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
         Ok(Ingest {
-            file,
-            direct,
-            buf,
-            start,
-            pending: 0,
+            file: BufWriter::with_capacity(INGEST_BUFFER, file),
             staged: Staged {
                 path,
                 digest: Digest(String::new()),
@@ -249,24 +238,13 @@ impl ContentStore {
 }
 
 /// Writes to ingest go out in pieces this large: a download arrives in pieces of a few
-/// kilobytes.
+/// kilobytes, and each write that ends inside a new block makes the kernel zero the rest of
+/// the block first.
 const INGEST_BUFFER: usize = 1 << 20;
-/// Direct I/O wants buffers, offsets and lengths aligned to the device's blocks.
-const DIRECT_ALIGN: usize = 4096;
 
 /// A blob being written: hashed as it is written. Dropped unfinished, its file is deleted.
-///
-/// Blobs are written with direct I/O where the file system has it: a blob is read back at
-/// most once (a push), and filling fresh page cache pages with a large download cost more
-/// CPU than anything else in a pull but inflating it (each new page faults in the VMs this
-/// runs in). The unaligned tail is written through the page cache.
 pub struct Ingest {
-    file: File,
-    direct: bool,
-    /// `buf[start..start + pending]` waits to be written; `start` aligns it.
-    buf: Vec<u8>,
-    start: usize,
-    pending: usize,
+    file: BufWriter<File>,
     staged: Staged,
     hasher: Sha256,
 }
@@ -276,48 +254,16 @@ impl Ingest {
         io_err(&self.staged.path)(source)
     }
 
-    /// Writes out the pending bytes: all of them (`all`), else the aligned part, moving the
-    /// rest to the front.
-    fn write_pending(&mut self, all: bool) -> io::Result<()> {
-        let aligned = self.pending - self.pending % DIRECT_ALIGN;
-        let out = if all { self.pending } else { aligned };
-        let mut done = 0;
-        while done < out {
-            if self.direct && out - done < DIRECT_ALIGN {
-                self.end_direct()?;
-            }
-            let at = self.start + done;
-            match rustix::io::write(&self.file, &self.buf[at..self.start + out]) {
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => {}
-                // Refused alignment (a device with larger blocks, a short write before):
-                // the rest goes through the page cache.
-                Err(rustix::io::Errno::INVAL) if self.direct => self.end_direct()?,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let (start, pending) = (self.start, self.pending);
-        self.buf.copy_within(start + out..start + pending, start);
-        self.pending -= out;
-        Ok(())
-    }
-
-    fn end_direct(&mut self) -> io::Result<()> {
-        let flags = rustix::fs::fcntl_getfl(&self.file)?;
-        rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
-        self.direct = false;
-        Ok(())
-    }
-
     /// Flushes the blob to disk and checks its digest: the blob is now staged.
-    pub fn finish(mut self, expected: Option<&Digest>) -> Result<Staged, ContentError> {
-        self.write_pending(true).map_err(|e| self.io(e))?;
+    pub fn finish(self, expected: Option<&Digest>) -> Result<Staged, ContentError> {
         let Ingest {
             file,
             mut staged,
             hasher,
-            ..
         } = self;
+        let file = file
+            .into_inner()
+            .map_err(|e| io_err(&staged.path)(e.into_error()))?;
         file.sync_all().map_err(io_err(&staged.path))?;
         let actual = Digest::from_hasher(hasher);
         if let Some(expected) = expected
@@ -335,21 +281,14 @@ impl Ingest {
 }
 
 impl Write for Ingest {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let at = self.start + self.pending;
-        let n = data.len().min(INGEST_BUFFER - self.pending);
-        self.buf[at..at + n].copy_from_slice(&data[..n]);
-        self.hasher.update(&data[..n]);
-        self.pending += n;
-        if self.pending == INGEST_BUFFER {
-            self.write_pending(false)?;
-        }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 
-    /// Writes out what direct I/O can take now; the rest goes at [`Ingest::finish`].
     fn flush(&mut self) -> io::Result<()> {
-        self.write_pending(false)
+        self.file.flush()
     }
 }
 

@@ -301,6 +301,8 @@ struct Feed {
     limit: u64,
     ended: bool,
     failed: Option<String>,
+    /// Writing to ingest failed: a local problem, not the registry's.
+    write_failed: Option<io::Error>,
 }
 
 impl Read for Feed {
@@ -319,7 +321,11 @@ impl Read for Feed {
                         self.failed = Some("more bytes than the descriptor says".into());
                         continue;
                     }
-                    self.ingest.write_all(&b)?;
+                    if let Err(e) = self.ingest.write_all(&b) {
+                        let error = io::Error::new(e.kind(), e.to_string());
+                        self.write_failed = Some(e);
+                        return Err(error);
+                    }
                     self.buf = b;
                 }
                 Some(Msg::End) => self.ended = true,
@@ -386,12 +392,19 @@ fn ingest_and_unpack(
         limit: size,
         ended: false,
         failed: None,
+        write_failed: None,
     };
     let tmp = store.snapshots().prepare().map_err(ImageError::from)?;
     let unpacked = unpack(&mut feed, &tmp.fs());
     if unpacked.is_err() {
         // The rest of the blob still tells whether the registry sent the wrong bytes.
         let _ = io::copy(&mut feed, &mut io::sink());
+    }
+    if let Some(e) = feed.write_failed {
+        return Err(DistributionError::Io {
+            context: format!("writing blob {digest}"),
+            source: e,
+        });
     }
     let received = feed.received;
     if received > size {
