@@ -99,6 +99,9 @@ impl Engine {
             ),
         });
         let ready = async {
+            for dir in [&engine.cfg.root, &engine.cfg.run] {
+                container::sweep_removed(&dir.join("containers"));
+            }
             engine.recover().await?;
             engine.remove_build_leftovers().await;
             engine.networks.sync(&engine.live_veths()).await?;

@@ -30,6 +30,8 @@ impl Engine {
             return Err(ContainerError::BadName(n.to_string()));
         }
         let image = self.images.resolve(&image_ref)?;
+        // A start usually follows within milliseconds (`run`).
+        super::shim::warm_cgroup_migration();
         let host_arch = crate::image::config::host_arch();
         let arch = match image.architecture.as_str() {
             "x86_64" => "amd64",
