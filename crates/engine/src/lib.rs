@@ -3,6 +3,7 @@
 pub mod build;
 pub mod container;
 pub mod content;
+pub mod df;
 pub mod distribution;
 pub mod error;
 pub mod image;

@@ -452,6 +452,21 @@ impl ImageStore {
         self.lower_dirs_of(&image.record)
     }
 
+    /// Each layer of `image` as (chain id, unpacked bytes), base first.
+    pub fn layer_sizes(&self, image: &Image) -> Vec<(String, u64)> {
+        image
+            .record
+            .layers
+            .iter()
+            .map(|l| {
+                let size = Digest::parse(&l.chain_id)
+                    .map(|chain| self.snapshots.size(&chain))
+                    .unwrap_or(0);
+                (l.chain_id.clone(), size)
+            })
+            .collect()
+    }
+
     /// The same by image id, for a container whose image was removed (with force) after
     /// the container was created.
     pub fn lower_dirs_by_id(&self, id: &str) -> Result<Vec<PathBuf>, ImageError> {
