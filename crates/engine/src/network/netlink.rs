@@ -4,9 +4,11 @@
 //! opened in; [`Netlink::open_in`] opens one inside a container's namespace from a short-lived
 //! thread that joins it, so the daemon's own threads never change namespace.
 
+use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
@@ -33,6 +35,10 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
+    #[error("entering a new network namespace")]
+    EnterNew(#[source] io::Error),
+    #[error("creating a network namespace")]
+    NewNamespace(#[source] io::Error),
     #[error("{what}")]
     Request {
         what: String,
@@ -63,6 +69,27 @@ pub struct Link {
     pub master: Option<u32>,
 }
 
+/// The network namespace a veth's peer end is created in.
+#[derive(Clone, Copy)]
+pub enum PeerNamespace<'a> {
+    /// The namespace of a process.
+    Pid(u32),
+    /// A namespace held by a handle (from [`new_namespace`]).
+    Handle(&'a File),
+}
+
+/// A new, empty network namespace, alive as long as the returned handle (or a process in it).
+/// Made on a thread of its own, which ends right after: unshare moves only the calling thread.
+pub fn new_namespace() -> Result<File, NetlinkError> {
+    std::thread::spawn(|| -> io::Result<File> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        File::open("/proc/thread-self/ns/net")
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    .map_err(NetlinkError::NewNamespace)
+}
+
 pub struct Netlink {
     sock: Socket,
     seq: u32,
@@ -81,6 +108,18 @@ impl Netlink {
         let path = format!("/proc/{pid}/ns/net");
         let enter = move |source| NetlinkError::Enter { pid, source };
         let ns = std::fs::File::open(&path).map_err(enter)?;
+        Netlink::open_in_ns(Arc::new(ns), enter)
+    }
+
+    /// A socket in the network namespace `ns` (a handle from [`new_namespace`]).
+    pub fn open_in_namespace(ns: Arc<File>) -> Result<Netlink, NetlinkError> {
+        Netlink::open_in_ns(ns, NetlinkError::EnterNew)
+    }
+
+    fn open_in_ns(
+        ns: Arc<File>,
+        enter: impl Fn(io::Error) -> NetlinkError + Send + 'static,
+    ) -> Result<Netlink, NetlinkError> {
         // The thread that joins the namespace ends right after opening the socket, which stays
         // in that namespace.
         std::thread::spawn(move || {
@@ -89,7 +128,11 @@ impl Netlink {
             Netlink::open()
         })
         .join()
-        .unwrap_or_else(|_| Err(enter(io::Error::other("namespace thread panicked"))))
+        .unwrap_or_else(|_| {
+            Err(NetlinkError::Socket(io::Error::other(
+                "namespace thread panicked",
+            )))
+        })
     }
 
     /// Sends one request and collects the replies up to its acknowledgement (or the end of a
@@ -229,20 +272,23 @@ impl Netlink {
         .map(drop)
     }
 
-    /// Creates a veth pair whose `peer` end goes straight into the network namespace of
-    /// `peer_pid`, named `peer_name` there.
+    /// Creates a veth pair whose `peer` end goes straight into the network namespace
+    /// `peer_ns`, named `peer_name` there.
     pub fn add_veth(
         &mut self,
         host: &str,
         peer_name: &str,
-        peer_pid: u32,
+        peer_ns: PeerNamespace<'_>,
         peer_mac: Option<[u8; 6]>,
         mtu: u32,
     ) -> Result<(), NetlinkError> {
         let mut peer = LinkMessage::default();
         peer.attributes
             .push(LinkAttribute::IfName(peer_name.to_string()));
-        peer.attributes.push(LinkAttribute::NetNsPid(peer_pid));
+        peer.attributes.push(match peer_ns {
+            PeerNamespace::Pid(pid) => LinkAttribute::NetNsPid(pid),
+            PeerNamespace::Handle(ns) => LinkAttribute::NetNsFd(ns.as_raw_fd()),
+        });
         if let Some(mac) = peer_mac {
             peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
