@@ -110,7 +110,9 @@ impl Engine {
             name.and_then(|name| {
                 let mut record = record;
                 record.name = name;
-                self.meta.put(Table::Containers, &id, &record)?;
+                // Durable within meta::FLUSH_AFTER: a crash before that leaves a directory
+                // without a record, which `recover` deletes.
+                self.meta.put_soon(Table::Containers, &id, &record)?;
                 registry.insert(Container::new(record));
                 Ok(())
             })

@@ -106,6 +106,26 @@ pub(crate) fn sweep_removed(containers_dir: &Path) {
     }
 }
 
+/// Deletes container directories under `containers_dir` that no record names (a create whose
+/// record a crash lost). `.removing-*` leftovers are [`sweep_removed`]'s.
+pub(crate) fn sweep_unrecorded(
+    containers_dir: &Path,
+    recorded: &std::collections::HashSet<String>,
+) {
+    let Ok(entries) = std::fs::read_dir(containers_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_id = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_id && !recorded.contains(&name) {
+            let dir = e.path();
+            let _ = snapshot::unmount(&dir.join("merged"));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +136,21 @@ mod tests {
             removing_path(Path::new("/r/containers/abc")),
             Path::new("/r/containers/.removing-abc")
         );
+    }
+
+    #[test]
+    fn unrecorded_container_dirs_are_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let known = "a".repeat(64);
+        let lost = "b".repeat(64);
+        for d in [&known, &lost, &"not-an-id".to_string()] {
+            std::fs::create_dir_all(tmp.path().join(d).join("rw")).unwrap();
+        }
+        let recorded = std::collections::HashSet::from([known.clone()]);
+        sweep_unrecorded(tmp.path(), &recorded);
+        assert!(tmp.path().join(&known).is_dir());
+        assert!(!tmp.path().join(&lost).exists());
+        assert!(tmp.path().join("not-an-id").is_dir());
     }
 
     #[test]
