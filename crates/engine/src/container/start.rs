@@ -141,16 +141,13 @@ impl Engine {
         net: &mut crate::network::ContainerNetwork,
     ) -> Result<u32, ContainerError> {
         let joined = self.joined_netns(rec)?;
-        // A container on networks gets its namespace made here and wired while the runtime
-        // creates the container (which joins it), instead of wired after the runtime is done.
-        // The handle keeps the namespace alive until the container's init is in it.
-        let ahead = if joined.is_none()
-            && !net.endpoints.is_empty()
-            && rec.host_config.network_mode.as_deref() != Some("host")
-        {
-            Some(Arc::new(crate::network::netlink::new_namespace().map_err(
-                |e| ContainerError::StartFailed(crate::error::chain(&e)),
-            )?))
+        // The container's network namespace comes made (from the pool), and a container on
+        // networks is wired while the runtime creates the container, which joins it, instead
+        // of after. The handle keeps the namespace alive until the container's init is in it.
+        let ahead = if joined.is_none() && rec.host_config.network_mode.as_deref() != Some("host") {
+            Some(Arc::new(self.networks.namespaces.take().map_err(|e| {
+                ContainerError::StartFailed(crate::error::chain(&e))
+            })?))
         } else {
             None
         };
@@ -226,7 +223,8 @@ impl Engine {
             stdin_once: rec.config.stdin_once.unwrap_or(false),
         };
         let spawn = shim::spawn(&spawning);
-        let (pid, wired) = match ahead {
+        // `ahead` lives until the shim has reported: the init opens the namespace by its fd.
+        let (pid, wired) = match ahead.as_ref().filter(|_| !net.endpoints.is_empty()) {
             Some(ns) => {
                 let (spawned, wired) =
                     tokio::join!(spawn, self.networks.wire_ahead(&rec.id, ns.clone(), net));
