@@ -108,6 +108,8 @@ pub fn container_path(parent: &str, id: &str) -> String {
 pub struct Cgroup {
     root: PathBuf,
     path: PathBuf,
+    /// The directories as listed by [`Cgroup::listed`], else found anew each time.
+    listed: Option<Vec<PathBuf>>,
 }
 
 impl Cgroup {
@@ -115,7 +117,16 @@ impl Cgroup {
         Cgroup {
             root: root.into(),
             path: path.into(),
+            listed: None,
         }
+    }
+
+    /// The same cgroup with its directories listed once, now: for a holder that kills and
+    /// removes it later, when listing the hierarchies again (a directory scan and two stats
+    /// per hierarchy, three times over) is a good part of a short container's exit.
+    pub fn listed(mut self) -> Cgroup {
+        self.listed = Some(self.scan());
+        self
     }
 
     /// The cgroup at `path` on this system's hierarchies.
@@ -186,6 +197,21 @@ impl Cgroup {
 
     /// Every directory this cgroup has on any hierarchy under the root (empty once removed).
     pub fn dirs(&self) -> Vec<PathBuf> {
+        match &self.listed {
+            Some(dirs) => dirs.iter().filter(|d| d.is_dir()).cloned().collect(),
+            None => self.scan(),
+        }
+    }
+
+    /// Where the directories are or were: the listed ones, else those there now.
+    fn candidates(&self) -> std::borrow::Cow<'_, [PathBuf]> {
+        match &self.listed {
+            Some(dirs) => std::borrow::Cow::Borrowed(dirs),
+            None => std::borrow::Cow::Owned(self.scan()),
+        }
+    }
+
+    fn scan(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let direct = self.root.join(self.rel());
         if direct.is_dir() {
@@ -206,12 +232,12 @@ impl Cgroup {
     /// rmdirs: libcgroups' managers re-read mountinfo once per controller and sleep between
     /// retries, which made up most of a short container's teardown.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
-            match std::fs::remove_dir(&dir) {
+        for dir in self.candidates().iter() {
+            match std::fs::remove_dir(dir) {
                 Ok(()) => {}
                 // Combined hierarchies (`cpu` -> `cpu,cpuacct`) list one directory twice.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(CgroupError::Remove(dir, e)),
+                Err(e) => return Err(CgroupError::Remove(dir.clone(), e)),
             }
         }
         Ok(())
@@ -221,7 +247,8 @@ impl Cgroup {
     /// processes die too. Without a freezer round trip a process may fork meanwhile; callers
     /// that need the cgroup gone loop ([`Cgroup::kill_and_remove`]).
     pub fn kill_all(&self) {
-        for dir in self.dirs() {
+        for dir in self.candidates().iter() {
+            // A directory already gone has no processes.
             let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                 let _ = nix::sys::signal::kill(
@@ -229,7 +256,7 @@ impl Cgroup {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            thaw_dir(&dir);
+            thaw_dir(dir);
         }
     }
 
@@ -238,7 +265,9 @@ impl Cgroup {
     pub fn kill_and_remove(&self) -> bool {
         for attempt in 0..100u64 {
             self.kill_all();
-            if self.remove().is_ok() && self.dirs().is_empty() {
+            // With the directories listed, a clean remove leaves none of them; otherwise look
+            // again for one a scan may have missed.
+            if self.remove().is_ok() && (self.listed.is_some() || self.dirs().is_empty()) {
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(5 * (attempt + 1).min(10)));
@@ -288,6 +317,28 @@ mod tests {
         assert_eq!(container_path("wharf", "abc"), "/wharf/abc");
         assert_eq!(container_path("/wharf/", "abc"), "/wharf/abc");
         assert_eq!(container_path("", "abc"), "/abc");
+    }
+
+    #[test]
+    fn a_listed_cgroup_is_removed_from_the_hierarchies_it_had() {
+        let root = std::env::temp_dir().join(format!("wharf-cgroup-{}", std::process::id()));
+        for h in ["cpu", "memory"] {
+            std::fs::create_dir_all(root.join(h).join("wharf/x")).unwrap();
+        }
+        std::fs::create_dir_all(root.join("pids")).unwrap();
+        let cg = Cgroup::new(&root, "/wharf/x").listed();
+        let mut dirs = cg.dirs();
+        dirs.sort();
+        assert_eq!(
+            dirs,
+            vec![root.join("cpu/wharf/x"), root.join("memory/wharf/x")]
+        );
+        // A hierarchy that appears later is not the listed cgroup's.
+        std::fs::create_dir_all(root.join("pids/wharf/x")).unwrap();
+        assert!(cg.kill_and_remove());
+        assert!(cg.dirs().is_empty());
+        assert!(root.join("pids/wharf/x").is_dir());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
