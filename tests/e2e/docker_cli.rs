@@ -83,3 +83,50 @@ fn docker_cli_28() {
 fn docker_cli_20() {
     check_cli(DOCKER20);
 }
+
+/// `docker system df` (and docker-py's `df()`) read what images and containers take.
+#[test]
+fn system_df() {
+    let d = Daemon::with_busybox();
+    let id = ok(d.wharf(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 300000 /dev/zero > /big && sleep 100",
+    ]));
+    // The file is written once the shell runs; wait for it to show in the writable layer.
+    let mut rows = String::new();
+    for _ in 0..100 {
+        rows = ok(d.docker(
+            DOCKER28,
+            &[
+                "system",
+                "df",
+                "--format",
+                "{{.Type}} {{.TotalCount}} {{.Active}} {{.Size}}",
+            ],
+        ));
+        if rows.contains("Containers 1 1 300kB") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(rows.contains("Images 1 1 "), "{rows}");
+    assert!(rows.contains("Containers 1 1 300kB"), "{rows}");
+    assert!(rows.contains("Local Volumes 0 0 0B"), "{rows}");
+    let verbose = ok(d.docker(DOCKER20, &["system", "df", "-v"]));
+    assert!(
+        verbose.contains(&id[..12]) && verbose.contains("busybox"),
+        "{verbose}"
+    );
+    ok(d.wharf(&["rm", "-f", &id]));
+    let rows = ok(d.docker(
+        DOCKER28,
+        &["system", "df", "--format", "{{.Type}} {{.TotalCount}}"],
+    ));
+    assert!(rows.contains("Containers 0"), "{rows}");
+}

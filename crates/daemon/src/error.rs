@@ -50,6 +50,16 @@ impl From<ImageError> for ApiError {
     }
 }
 
+impl From<wharf_engine::df::DiskUsageError> for ApiError {
+    fn from(e: wharf_engine::df::DiskUsageError) -> ApiError {
+        use wharf_engine::df::DiskUsageError;
+        match e {
+            DiskUsageError::Image(e) => e.into(),
+            DiskUsageError::Container(e) => e.into(),
+        }
+    }
+}
+
 impl From<wharf_engine::network::NetworkError> for ApiError {
     fn from(e: wharf_engine::network::NetworkError) -> ApiError {
         ApiError::from_kind(e.kind(), chain(&e))

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod container;
 pub mod content;
+pub mod df;
 pub mod distribution;
 pub mod error;
 pub mod image;
@@ -99,6 +100,9 @@ impl Engine {
             ),
         });
         let ready = async {
+            for dir in [&engine.cfg.root, &engine.cfg.run] {
+                container::sweep_removed(&dir.join("containers"));
+            }
             engine.recover().await?;
             engine.remove_build_leftovers().await;
             engine.networks.sync(&engine.live_veths()).await?;

@@ -118,7 +118,10 @@ impl Shim {
         stdin_w: Option<OwnedFd>,
         pid: i32,
     ) -> Shim {
-        let cgroup = container.cgroup_path().ok().map(Cgroup::system);
+        let cgroup = container
+            .cgroup_path()
+            .ok()
+            .map(|path| Cgroup::system(path).listed());
         Shim {
             container,
             cgroup,

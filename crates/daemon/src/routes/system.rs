@@ -1,7 +1,7 @@
-//! `/_ping`, `/version`, `/info`, `/events`.
+//! `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -9,12 +9,14 @@ use wharf_api::models::{SystemInfo, SystemVersion, SystemVersionComponents};
 use wharf_api::{API_VERSION, MIN_API_VERSION};
 
 use crate::SharedEngine;
+use crate::error::ApiError;
 
 pub fn routes() -> Router<SharedEngine> {
     Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
+        .route("/system/df", get(disk_usage))
         .route("/events", get(events))
 }
 
@@ -148,6 +150,24 @@ async fn info(State(engine): State<SharedEngine>) -> Json<SystemInfo> {
         warnings: Some(Vec::new()),
         ..Default::default()
     })
+}
+
+/// `docker system df`: in the shape API versions below 1.52 use (`LayersSize`, `Images`,
+/// `Containers`, `Volumes`, `BuildCache`), which every client wharf negotiates with reads.
+/// wharf has no named volumes, and its build cache is layers images keep, counted there.
+async fn disk_usage(
+    State(engine): State<SharedEngine>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let usage = tokio::task::spawn_blocking(move || engine.disk_usage())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(serde_json::json!({
+        "LayersSize": usage.layers_size,
+        "Images": usage.images,
+        "Containers": usage.containers,
+        "Volumes": [],
+        "BuildCache": [],
+    })))
 }
 
 /// The event stream. wharf does not publish events yet: the stream stays open and empty so

@@ -30,6 +30,8 @@ impl Engine {
             return Err(ContainerError::BadName(n.to_string()));
         }
         let image = self.images.resolve(&image_ref)?;
+        // A start usually follows within milliseconds (`run`).
+        super::shim::warm_cgroup_migration();
         let host_arch = crate::image::config::host_arch();
         let arch = match image.architecture.as_str() {
             "x86_64" => "amd64",
@@ -108,7 +110,9 @@ impl Engine {
             name.and_then(|name| {
                 let mut record = record;
                 record.name = name;
-                self.meta.put(Table::Containers, &id, &record)?;
+                // Durable within meta::FLUSH_AFTER: a crash before that leaves a directory
+                // without a record, which `recover` deletes.
+                self.meta.put_soon(Table::Containers, &id, &record)?;
                 registry.insert(Container::new(record));
                 Ok(())
             })

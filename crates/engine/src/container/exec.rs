@@ -147,6 +147,7 @@ impl Engine {
             s.started = true;
             s.running = true;
         }
+        shim::warm_cgroup_migration();
         match self.exec_launch(&e, &start).await {
             Ok(stream) => Ok(stream),
             Err(ContainerError::Shim(ShimError::Start(message))) => {

@@ -39,6 +39,8 @@ pub use attach::AttachFuture;
 pub use exec::{ExecStart, ExecStream};
 pub use list::Filters;
 pub use logs::LogOptions;
+pub(crate) use prune::dir_size;
+pub(crate) use remove::{sweep_removed, sweep_unrecorded};
 pub use shim::AttachStreams;
 pub use wait::WaitCondition;
 

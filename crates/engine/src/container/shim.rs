@@ -117,6 +117,15 @@ fn shim_command() -> Result<Command, ShimError> {
     Ok(cmd)
 }
 
+/// Warms the kernel's cgroup migration lock on a spare thread, so that the runtime's move of
+/// a process about to start into its cgroup does not wait out an RCU grace period (see
+/// `wharf_runtime::cgroup::warm_migration`). Only an optimisation: failures are ignored.
+pub(crate) fn warm_cgroup_migration() {
+    tokio::task::spawn_blocking(|| {
+        let _ = wharf_runtime::cgroup::warm_migration();
+    });
+}
+
 /// Starts a shim; returns the container's pid once its process exists (it does not run the
 /// workload until [`release`]). An error carries the runtime's message.
 pub async fn spawn(s: &ShimSpawn<'_>) -> Result<u32, ShimError> {

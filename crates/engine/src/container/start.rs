@@ -1,6 +1,7 @@
 //! `start`: mount the rootfs, write the runtime spec, start the shim, connect the attaches
 //! that were waiting, let the process run, and watch for its exit.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ impl Engine {
     ) -> Result<(), ContainerError> {
         let rec = c.snapshot();
         rec.state.status.guard_start()?;
+        shim::warm_cgroup_migration();
         let paths = self.container_paths(&rec.id);
         // By id: an image removed with `rmi -f` keeps its layers for the containers using it.
         let lowers = self.images.lower_dirs_by_id(&rec.image_id)?;
@@ -138,7 +140,26 @@ impl Engine {
         paths: &ContainerPaths,
         net: &mut crate::network::ContainerNetwork,
     ) -> Result<u32, ContainerError> {
-        let netns = self.joined_netns(rec)?;
+        let joined = self.joined_netns(rec)?;
+        // The container's network namespace comes made (from the pool), and a container on
+        // networks is wired while the runtime creates the container, which joins it, instead
+        // of after. The handle keeps the namespace alive until the container's init is in it.
+        let ahead = if joined.is_none() && rec.host_config.network_mode.as_deref() != Some("host") {
+            Some(Arc::new(self.networks.namespaces.take().map_err(|e| {
+                ContainerError::StartFailed(crate::error::chain(&e))
+            })?))
+        } else {
+            None
+        };
+        let netns = joined.or_else(|| {
+            ahead.as_ref().map(|ns| {
+                PathBuf::from(format!(
+                    "/proc/{}/fd/{}",
+                    std::process::id(),
+                    ns.as_raw_fd()
+                ))
+            })
+        });
         let etc_files = self.write_etc_files(rec, paths, net)?;
         let init = rec
             .host_config
@@ -189,18 +210,33 @@ impl Engine {
         // A stale exit record from the previous run must not be mistaken for this one's.
         let _ = std::fs::remove_dir_all(&paths.run_dir);
         std::fs::create_dir_all(&paths.run_dir)?;
-        let pid = shim::spawn(&shim::ShimSpawn {
+        let state_root = self.cfg.run.join("runtime");
+        let log = paths.log();
+        let spawning = shim::ShimSpawn {
             id: &rec.id,
             bundle: &paths.dir,
-            state_root: &self.cfg.run.join("runtime"),
+            state_root: &state_root,
             dir: &paths.run_dir,
-            log: &paths.log(),
+            log: &log,
             tty: rec.tty(),
             stdin: rec.config.open_stdin.unwrap_or(false),
             stdin_once: rec.config.stdin_once.unwrap_or(false),
-        })
-        .await?;
-        if let Err(e) = self.networks.wire(&rec.id, pid, net).await {
+        };
+        let spawn = shim::spawn(&spawning);
+        // `ahead` lives until the shim has reported: the init opens the namespace by its fd.
+        let (pid, wired) = match ahead.as_ref().filter(|_| !net.endpoints.is_empty()) {
+            Some(ns) => {
+                let (spawned, wired) =
+                    tokio::join!(spawn, self.networks.wire_ahead(&rec.id, ns.clone(), net));
+                // A failed start drops the namespace, and the veths in it with it.
+                (spawned?, wired)
+            }
+            None => {
+                let pid = spawn.await?;
+                (pid, self.networks.wire(&rec.id, pid, net).await)
+            }
+        };
+        if let Err(e) = wired {
             // The process has not run yet: killing it ends the shim, which cleans up after it.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),

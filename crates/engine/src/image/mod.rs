@@ -49,7 +49,7 @@ pub enum ImageError {
     InvalidReference(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("invalid archive: {0}")]
+    #[error("invalid archive: {}", archive_words(.0))]
     BadArchive(String),
     #[error("refusing layer: {0}")]
     HostileLayer(String),
@@ -65,6 +65,39 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What a tar reader's complaint says to a person. The tar crate quotes a bad header's raw
+/// bytes ("numeric field was not a number: <bytes> when getting cksum for <bytes>"), which for
+/// a file that is not a tar at all prints the file's first 512 bytes.
+fn archive_words(message: &str) -> String {
+    if let Some(at) = message.find("when getting cksum") {
+        let prefix = message[..at]
+            .split_once("tar: ")
+            .map(|(before, _)| format!("{before}tar: "))
+            .unwrap_or_default();
+        return format!("{prefix}not a tar archive (a header's checksum is not a number)");
+    }
+    const MAX: usize = 300;
+    let mut clean: String = message
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{fffd}' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if clean.len() > MAX {
+        let mut end = MAX;
+        while !clean.is_char_boundary(end) {
+            end -= 1;
+        }
+        clean.truncate(end);
+        clean.push_str("...");
+    }
+    clean
 }
 
 impl ImageError {
@@ -419,6 +452,21 @@ impl ImageStore {
         self.lower_dirs_of(&image.record)
     }
 
+    /// Each layer of `image` as (chain id, unpacked bytes), base first.
+    pub fn layer_sizes(&self, image: &Image) -> Vec<(String, u64)> {
+        image
+            .record
+            .layers
+            .iter()
+            .map(|l| {
+                let size = Digest::parse(&l.chain_id)
+                    .map(|chain| self.snapshots.size(&chain))
+                    .unwrap_or(0);
+                (l.chain_id.clone(), size)
+            })
+            .collect()
+    }
+
     /// The same by image id, for a container whose image was removed (with force) after
     /// the container was created.
     pub fn lower_dirs_by_id(&self, id: &str) -> Result<Vec<PathBuf>, ImageError> {
@@ -647,6 +695,22 @@ pub(crate) fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_errors_do_not_quote_raw_headers() {
+        let raw = "layer tar: numeric field was not a number: \u{1}\u{fffd}zz when getting cksum for hello world";
+        assert_eq!(
+            ImageError::BadArchive(raw.into()).to_string(),
+            "invalid archive: layer tar: not a tar archive (a header's checksum is not a number)"
+        );
+        let long = format!("tar: {}\u{7}", "x".repeat(1000));
+        let shown = ImageError::BadArchive(long).to_string();
+        assert!(shown.len() < 330 && shown.ends_with("...") && !shown.contains('\u{7}'));
+        assert_eq!(
+            ImageError::BadArchive("tar: failed to read entire block".into()).to_string(),
+            "invalid archive: tar: failed to read entire block"
+        );
+    }
 
     #[test]
     fn store_is_shareable_across_threads() {

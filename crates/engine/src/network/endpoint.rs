@@ -2,7 +2,9 @@
 //! ports) and wires (veths, published ports, names), and what exit releases.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wharf_api::models::{self, EndpointSettings};
@@ -110,6 +112,14 @@ impl ContainerNetwork {
 }
 
 /// What start needs to know about the container to attach it.
+/// The network namespace endpoints are wired into.
+enum Namespace {
+    /// That of a running process.
+    Pid(u32),
+    /// One held by a handle, made before the container.
+    Handle(Arc<File>),
+}
+
 pub struct Attach<'a> {
     pub id: &'a str,
     pub name: &'a str,
@@ -254,7 +264,19 @@ impl Networks {
         pid: u32,
         net: &ContainerNetwork,
     ) -> Result<(), NetworkError> {
-        self.wire_from(id, pid, net, 0).await
+        self.wire_into(id, Namespace::Pid(pid), net, 0).await
+    }
+
+    /// [`Networks::wire`] into a namespace made ahead of the container
+    /// ([`netlink::new_namespace`]), which the container then joins: the wiring runs while
+    /// the runtime creates the container instead of after.
+    pub async fn wire_ahead(
+        &self,
+        id: &str,
+        ns: Arc<File>,
+        net: &ContainerNetwork,
+    ) -> Result<(), NetworkError> {
+        self.wire_into(id, Namespace::Handle(ns), net, 0).await
     }
 
     /// [`Networks::wire`] for endpoints that become `eth<first>`, `eth<first+1>`, ...
@@ -262,6 +284,16 @@ impl Networks {
         &self,
         id: &str,
         pid: u32,
+        net: &ContainerNetwork,
+        first: usize,
+    ) -> Result<(), NetworkError> {
+        self.wire_into(id, Namespace::Pid(pid), net, first).await
+    }
+
+    async fn wire_into(
+        &self,
+        id: &str,
+        ns: Namespace,
         net: &ContainerNetwork,
         first: usize,
     ) -> Result<(), NetworkError> {
@@ -297,13 +329,20 @@ impl Networks {
         let mtu = self.opts.mtu;
         tokio::task::spawn_blocking(move || -> Result<(), NetworkError> {
             let mut host = netlink::Netlink::open()?;
-            let mut inner = netlink::Netlink::open_in(pid)?;
+            let mut inner = match &ns {
+                Namespace::Pid(pid) => netlink::Netlink::open_in(*pid)?,
+                Namespace::Handle(file) => netlink::Netlink::open_in_namespace(file.clone())?,
+            };
+            let peer_ns = match &ns {
+                Namespace::Pid(pid) => netlink::PeerNamespace::Pid(*pid),
+                Namespace::Handle(file) => netlink::PeerNamespace::Handle(file),
+            };
             for (i, w) in plan.iter().enumerate() {
                 let peer = format!("eth{}", i + first);
                 let master = host
                     .link_index(&w.bridge)?
                     .ok_or_else(|| NetworkError::NotFound(format!("bridge {}", w.bridge)))?;
-                host.add_veth(&w.veth, &peer, pid, Some(w.mac), mtu)?;
+                host.add_veth(&w.veth, &peer, peer_ns, Some(w.mac), mtu)?;
                 let index = host
                     .link_index(&w.veth)?
                     .ok_or_else(|| NetworkError::NotFound(format!("veth {}", w.veth)))?;

@@ -181,6 +181,8 @@ pub struct Networks {
     pub(crate) firewall: Firewall,
     /// Host name servers (the daemon's resolv.conf), for names the networks do not know.
     upstream: Vec<std::net::SocketAddr>,
+    /// Empty network namespaces for containers about to start.
+    pub namespaces: Arc<netlink::NamespacePool>,
 }
 
 #[derive(Default)]
@@ -213,6 +215,7 @@ impl Networks {
             state: Mutex::new(State::default()),
             firewall,
             upstream,
+            namespaces: Arc::default(),
         };
         let mut records: Vec<NetworkRecord> = nets
             .meta
