@@ -137,10 +137,12 @@ fn extract_files(tar: &mut dyn Read, dest: &Path) -> Result<u64, ImageError> {
 }
 
 /// How many batches of small files exist at once (filled, queued, being written).
-const BATCHES: usize = 4;
+const BATCHES: usize = 3;
 /// Content of files up to this size goes into a batch; larger ones are written directly.
 const BATCH_BYTES: usize = 1 << 20;
-const BATCH_FILES: usize = 256;
+/// Each queued file holds an open fd: a layer of tiny files must not approach a daemon's
+/// soft fd limit (1024 under systemd's default), with several layers unpacking at once.
+const BATCH_FILES: usize = 64;
 
 /// Created files whose content and metadata the writer thread is to apply.
 struct Batch {
@@ -1093,6 +1095,32 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
         assert_eq!(meta.mtime(), 1_600_000_000);
         assert_eq!(u.size, (10 + 6 + 11 + 15 + PIECE * 2 + 5) as u64);
+    }
+
+    #[test]
+    fn many_tiny_files_fill_several_batches() {
+        use std::os::unix::fs::MetadataExt;
+        let mut b = tar::Builder::new(Vec::new());
+        let n = BATCH_FILES * BATCHES * 2 + 3;
+        for i in 0..n {
+            append(
+                &mut b,
+                &format!("t/{i}"),
+                EntryType::Regular,
+                0o644,
+                &[i as u8; 3],
+            );
+        }
+        let tar = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let u = unpack(&mut compress(&tar, true).as_slice(), dir.path()).unwrap();
+        assert_eq!(u.size, 3 * n as u64);
+        for i in [0, BATCH_FILES, n - 1] {
+            let p = dir.path().join(format!("t/{i}"));
+            assert_eq!(std::fs::read(&p).unwrap(), [i as u8; 3]);
+            assert_eq!(std::fs::metadata(&p).unwrap().mtime(), 1_600_000_000);
+        }
+        assert_eq!(std::fs::read_dir(dir.path().join("t")).unwrap().count(), n);
     }
 
     #[test]
