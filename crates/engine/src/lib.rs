@@ -79,6 +79,8 @@ impl Engine {
                 source,
             })?;
         }
+        // Container directories come and go as snapshots do: the same ext4 placement.
+        snapshot::mark_top_dir(&cfg.root.join("containers"));
         let meta = Arc::new(Meta::open(&cfg.root.join("meta.redb"))?);
         let images = Arc::new(ImageStore::open(&cfg.root, meta.clone())?);
         let networks = network::Networks::open(cfg.network.clone(), meta.clone()).await?;

@@ -265,7 +265,7 @@ impl TmpSnapshot {
 /// time when it allocates near them, so a layer unpacked where an earlier one was just
 /// deleted took seconds per thousand files (a 54k-file pull took 25-40 s instead of 6-9 s).
 /// Best effort: other file systems have no such flag.
-fn mark_top_dir(dir: &Path) {
+pub(crate) fn mark_top_dir(dir: &Path) {
     let Ok(d) = std::fs::File::open(dir) else {
         return;
     };
