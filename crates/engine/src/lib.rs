@@ -102,9 +102,8 @@ impl Engine {
             ),
         });
         let ready = async {
-            for dir in [&engine.cfg.root, &engine.cfg.run] {
-                container::sweep_removed(&dir.join("containers"));
-            }
+            // `recover` sweeps the root's container directories against the records.
+            container::sweep(&engine.cfg.run.join("containers"), None);
             engine.recover().await?;
             engine.remove_build_leftovers().await;
             engine.networks.sync(&engine.live_veths()).await?;

@@ -40,7 +40,7 @@ pub use exec::{ExecStart, ExecStream};
 pub use list::Filters;
 pub use logs::LogOptions;
 pub(crate) use prune::dir_size;
-pub(crate) use remove::{sweep_removed, sweep_unrecorded};
+pub(crate) use remove::sweep;
 pub use shim::AttachStreams;
 pub use wait::WaitCondition;
 

@@ -124,7 +124,7 @@ impl Engine {
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<(), EngineError> {
         let records: Vec<(String, ContainerRecord)> = self.meta.list(Table::Containers)?;
         let recorded = records.iter().map(|(_, r)| r.id.clone()).collect();
-        super::sweep_unrecorded(&self.cfg.root.join("containers"), &recorded);
+        super::sweep(&self.cfg.root.join("containers"), Some(&recorded));
         // State changes are made durable a moment after they happen (meta::FLUSH_AFTER): a
         // crash may have lost the last ones. The files tell what happened.
         let mut kept = Vec::with_capacity(records.len());

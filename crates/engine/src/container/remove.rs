@@ -89,37 +89,23 @@ fn delete_in_background(dirs: Vec<PathBuf>) {
     });
 }
 
-/// Deletes what removals cut short by a crash or a stop left under `containers_dir`.
-pub(crate) fn sweep_removed(containers_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(containers_dir) else {
-        return;
-    };
-    let leftovers = entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(REMOVING))
-        .map(|e| e.path())
-        .collect::<Vec<_>>();
-    for dir in leftovers {
-        // A rootfs still mounted there (a crash between mount and unmount) goes first.
-        let _ = snapshot::unmount(&dir.join("merged"));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// Deletes container directories under `containers_dir` that no record names (a create whose
-/// record a crash lost). `.removing-*` leftovers are [`sweep_removed`]'s.
-pub(crate) fn sweep_unrecorded(
-    containers_dir: &Path,
-    recorded: &std::collections::HashSet<String>,
-) {
+/// Deletes what a crash or a stop left under `containers_dir`: removals cut short
+/// (`.removing-*`), and, when `recorded` is given, container directories no record names (a
+/// create whose record a crash lost).
+pub(crate) fn sweep(containers_dir: &Path, recorded: Option<&std::collections::HashSet<String>>) {
     let Ok(entries) = std::fs::read_dir(containers_dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let is_id = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_id && !recorded.contains(&name) {
+        let unrecorded = recorded.is_some_and(|known| {
+            name.len() == 64
+                && name.bytes().all(|b| b.is_ascii_hexdigit())
+                && !known.contains(&name)
+        });
+        if name.starts_with(REMOVING) || unrecorded {
             let dir = e.path();
+            // A rootfs still mounted there (a crash between mount and unmount) goes first.
             let _ = snapshot::unmount(&dir.join("merged"));
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -147,7 +133,7 @@ mod tests {
             std::fs::create_dir_all(tmp.path().join(d).join("rw")).unwrap();
         }
         let recorded = std::collections::HashSet::from([known.clone()]);
-        sweep_unrecorded(tmp.path(), &recorded);
+        sweep(tmp.path(), Some(&recorded));
         assert!(tmp.path().join(&known).is_dir());
         assert!(!tmp.path().join(&lost).exists());
         assert!(tmp.path().join("not-an-id").is_dir());
@@ -161,7 +147,7 @@ mod tests {
         std::fs::create_dir_all(kept.join("rw")).unwrap();
         std::fs::create_dir_all(left.join("rw/x")).unwrap();
         std::fs::write(left.join("rw/x/f"), b"data").unwrap();
-        sweep_removed(tmp.path());
+        sweep(tmp.path(), None);
         assert!(kept.join("rw").is_dir());
         assert!(!left.exists());
     }
