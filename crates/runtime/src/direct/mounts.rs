@@ -65,8 +65,18 @@ fn resolve(root: BorrowedFd<'_>, rel: &Path) -> std::io::Result<OwnedFd> {
 }
 
 /// Opens `dest` inside the rootfs, creating what is missing: directories, and for `file` an
-/// empty file as the last component (a bind mount of a file needs one).
+/// empty file as the last component (a bind mount of a file needs one). A dangling symlink
+/// on the way is followed inside the rootfs and its target made there, as runc does (an
+/// image's `/etc/resolv.conf -> ../run/...` is common).
 pub(super) fn open_dest(root: BorrowedFd<'_>, dest: &Path, file: bool) -> Result<OwnedFd> {
+    open_dest_within(root, dest, file, 0)
+}
+
+fn open_dest_within(root: BorrowedFd<'_>, dest: &Path, file: bool, links: u32) -> Result<OwnedFd> {
+    // The kernel's own limit on symlinks in one lookup.
+    if links > 40 {
+        return Err(format!("too many symlinks under {}", dest.display()));
+    }
     let rel = relative(dest)?;
     match resolve(root, &rel) {
         Ok(fd) => return Ok(fd),
@@ -81,6 +91,17 @@ pub(super) fn open_dest(root: BorrowedFd<'_>, dest: &Path, file: bool) -> Result
         let fd = match resolve(root, &prefix) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                if let Ok(target) =
+                    nix::fcntl::readlinkat(Some(parent.as_raw_fd()), part.as_os_str())
+                {
+                    // Dangling: go on from the link's target, read inside the rootfs.
+                    let base = prefix.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let mut next = Path::new("/").join(base).join(target);
+                    for rest in &parts[i + 1..] {
+                        next.push(rest);
+                    }
+                    return open_dest_within(root, &normalize(&next), file, links + 1);
+                }
                 let last = i + 1 == parts.len();
                 let made = if last && file {
                     nix::fcntl::openat(
@@ -106,6 +127,21 @@ pub(super) fn open_dest(root: BorrowedFd<'_>, dest: &Path, file: bool) -> Result
         parent = fd;
     }
     Ok(parent)
+}
+
+/// `path` with `.` and `..` folded lexically, never above `/` (the rootfs's root).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A mount's options split into what mount(2) takes as flags, a propagation change, and the
@@ -609,9 +645,18 @@ mod tests {
         std::os::unix::fs::symlink(&dir, root.join("etc/out")).unwrap();
         std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
         let rootfd = open_path(&root, true).unwrap();
-        // The absolute link dangles inside the root: refused, nothing made outside.
-        assert!(open_dest(rootfd.as_fd(), Path::new("/etc/out/made"), false).is_err());
+        // The absolute link dangles inside the root: its target is made there, not outside.
+        open_dest(rootfd.as_fd(), Path::new("/etc/out/made"), false).unwrap();
         assert!(!dir.join("made").exists());
+        assert!(
+            root.join(dir.strip_prefix("/").unwrap())
+                .join("made")
+                .is_dir()
+        );
+        // A relative dangling link, as images have for /etc/resolv.conf.
+        std::os::unix::fs::symlink("../run/stub.conf", root.join("etc/resolv.conf")).unwrap();
+        open_dest(rootfd.as_fd(), Path::new("/etc/resolv.conf"), true).unwrap();
+        assert!(root.join("run/stub.conf").is_file());
         // The relative one stops at the root.
         open_dest(rootfd.as_fd(), Path::new("/up/file"), true).unwrap();
         assert!(root.join("file").is_file());
