@@ -250,11 +250,14 @@ pub(crate) fn prepare(
     Ok(())
 }
 
-/// Moves `pid` into the container's cgroup on every controller hierarchy.
-pub(crate) fn join(hierarchies: &[Hierarchy], pid: i32) -> Result<(), RuntimeError> {
-    let pid = pid.to_string();
+/// Moves the calling thread, the whole of a single-threaded process, into the container's
+/// cgroup on every controller hierarchy. Writing "0" to a v1 `tasks` file is the one
+/// migration the kernel makes without its global threadgroup lock; every other one (a pid
+/// into `cgroup.procs`, as libcontainer does) first waits for an RCU grace period when no
+/// migration happened in the last one, 8-12 ms on this VM against 0.05-0.09 ms.
+pub(crate) fn join_self(hierarchies: &[Hierarchy]) -> Result<(), RuntimeError> {
     for h in hierarchies.iter().filter(|h| h.joined()) {
-        write(&h.dir(), "cgroup.procs", &pid)?;
+        write(&h.dir(), "tasks", "0")?;
     }
     Ok(())
 }

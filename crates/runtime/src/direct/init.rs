@@ -41,7 +41,6 @@ pub(super) struct Plan<'a> {
 }
 
 pub(super) const READY: u8 = b'r';
-pub(super) const CGROUP_JOINED: u8 = b'c';
 pub(super) const START: u8 = b's';
 pub(super) const FAILED: u8 = b'e';
 
@@ -79,6 +78,7 @@ fn setup(plan: Plan<'_>, sync: &OwnedFd) -> Result<Infallible, String> {
     nix::sys::signal::SigSet::empty()
         .thread_set_mask()
         .map_err(|e| format!("clearing the signal mask: {e}"))?;
+    super::cgroupfs::join_self(&plan.cgroups).map_err(|e| e.to_string())?;
     // Device nodes get exactly the modes the spec gives.
     nix::sys::stat::umask(Mode::empty());
     for (fd, kind) in &plan.joins {
@@ -106,9 +106,6 @@ fn setup(plan: Plan<'_>, sync: &OwnedFd) -> Result<Infallible, String> {
     }
     mounts::confine(spec)?;
 
-    if receive(sync) != Some(CGROUP_JOINED) {
-        std::process::exit(1);
-    }
     if plan.cgroupns {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| format!("creating the cgroup namespace: {e}"))?;

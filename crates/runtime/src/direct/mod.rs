@@ -4,8 +4,9 @@
 //! libcontainer clones an intermediate process and then the init, and both verify /proc and
 //! every descriptor around each mount through pathrs: about 2,600 syscalls and 15 ms per
 //! container here, half of a `run --rm`. This path clones the init straight into its
-//! namespaces, writes the v1 cgroup files from the shim while the init builds its mounts, and
-//! resolves mount destinations with `openat2(RESOLVE_IN_ROOT)`. It then records the container
+//! namespaces, writes the v1 cgroup files directly (the init moves itself in through `tasks`,
+//! which skips the kernel's global migration lock), and resolves mount destinations with
+//! `openat2(RESOLVE_IN_ROOT)`. It then records the container
 //! in libcontainer's own state format, so kill, pause, exec and delete stay libcontainer's.
 //! Whatever it does not cover ([`unsupported`] says what) goes through libcontainer, as does
 //! everything when `WHARF_LIBCONTAINER` is set.
@@ -236,7 +237,7 @@ pub(crate) fn create(
         source: e.into(),
     })?;
 
-    // Directories and limits need no pid: written before the clone, while nothing waits.
+    // Directories and limits need no pid: written before the clone.
     if let Err(e) = cgroupfs::prepare(&cgroups, linux.resources().as_ref()) {
         cgroupfs::remove(&cgroups);
         return Err(e);
@@ -275,12 +276,6 @@ pub(crate) fn create(
         cgroupfs::remove(&cgroups);
         RuntimeError::Runtime(message)
     };
-    if let Err(e) = cgroupfs::join(&cgroups, pid) {
-        return Err(fail(e.to_string()));
-    }
-    if let Err(e) = nix::unistd::write(&ours, &[init::CGROUP_JOINED]) {
-        return Err(fail(format!("the container's init is gone: {e}")));
-    }
     let mut answer = vec![0u8; 4096];
     let n = nix::unistd::read(ours.as_raw_fd(), &mut answer).unwrap_or(0);
     match answer[..n].split_first() {
