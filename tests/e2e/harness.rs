@@ -35,6 +35,8 @@ pub struct Daemon {
     pub bridge: String,
     pub bip: String,
     pub pool: String,
+    /// Extra environment for the daemon (and so its shims).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -49,7 +51,20 @@ impl Daemon {
             bridge,
             bip,
             pool,
+            env: Vec::new(),
         };
+        d.spawn();
+        d
+    }
+
+    /// A daemon with busybox whose environment also holds `env`.
+    pub fn with_busybox_env(env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::with_busybox();
+        d.stop();
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         d.spawn();
         d
     }
@@ -94,6 +109,7 @@ impl Daemon {
             .arg(&self.run)
             .args(["--bridge", &self.bridge, "--bip", &self.bip])
             .args(["--default-address-pool", &self.pool])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -65,7 +65,7 @@ fn cpus_land_in_the_cgroup() {
 
 /// Docker's default confinement: seccomp filtering and exactly its default capabilities in the
 /// effective, permitted and bounding sets, none inheritable or ambient.
-fn assert_default_confinement(status: &str) {
+pub fn assert_default_confinement(status: &str) {
     assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         assert!(

@@ -18,6 +18,7 @@ fn busybox_rootfs_is_made() {
 }
 
 mod build;
+mod direct;
 mod docker_cli;
 mod docker_py;
 mod limits;

@@ -68,6 +68,8 @@ pub struct Engine {
     pub networks: network::Networks,
     execs: Mutex<HashMap<String, Arc<container::exec::ExecInstance>>>,
     builder: Arc<build::Builder>,
+    /// Container directories made ahead of creates.
+    spare_dirs: container::SpareDirs,
 }
 
 impl Engine {
@@ -87,7 +89,9 @@ impl Engine {
         let distribution = distribution::Distribution::new(images.clone(), &cfg.root)?;
         let builder = build::Builder::new(images.clone(), &cfg.root)?;
         let handle = tokio::runtime::Handle::current();
+        let spare_dirs = container::SpareDirs::new(cfg.root.join("containers"));
         let engine = Arc::new_cyclic(|weak| Engine {
+            spare_dirs,
             cfg,
             images,
             distribution,

@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 use std::sync::Arc;
 
+use crate::direct::DirectInit;
 use crate::executor::WharfExecutor;
 use crate::seccomp::{self, Program};
 
@@ -102,17 +103,20 @@ pub struct ExecOptions<'a> {
     pub stdio: Stdio,
 }
 
-/// The precompiled seccomp program the bundle's spec names, read now: the container's init
-/// cannot reach the host's files any more when it loads it.
-fn seccomp_of(bundle: &Path) -> Result<Option<Arc<Program>>, RuntimeError> {
+fn spec_of(bundle: &Path) -> Result<Spec, RuntimeError> {
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).map_err(|source| RuntimeError::Io {
         context: format!("reading {}", path.display()),
         source,
     })?;
-    let spec: Spec = serde_json::from_slice(&text)
-        .map_err(|e| RuntimeError::Runtime(format!("{}: {e}", path.display())))?;
-    seccomp::from_spec(&spec)
+    serde_json::from_slice(&text)
+        .map_err(|e| RuntimeError::Runtime(format!("{}: {e}", path.display())))
+}
+
+/// The precompiled seccomp program the spec names, read now: the container's init cannot
+/// reach the host's files any more when it loads it.
+fn seccomp_of(spec: &Spec) -> Result<Option<Arc<Program>>, RuntimeError> {
+    seccomp::from_spec(spec)
         .map(|p| p.map(Arc::new))
         .map_err(|e| RuntimeError::from_youki(&e))
 }
@@ -154,6 +158,9 @@ fn builder(
 /// An init container known to libcontainer.
 pub struct Container {
     inner: YoukiContainer,
+    /// Set when the direct path made the init (see `crate::direct`): it, not libcontainer,
+    /// lets the init exec.
+    direct: Option<DirectInit>,
 }
 
 impl Container {
@@ -165,14 +172,35 @@ impl Container {
             context: format!("creating {}", opts.state_root.display()),
             source,
         })?;
-        let seccomp = seccomp_of(opts.bundle)?;
+        let spec = spec_of(opts.bundle)?;
+        let seccomp = seccomp_of(&spec)?;
+        if crate::direct::unsupported(&spec).is_none() {
+            let init = crate::direct::create(
+                opts.id,
+                opts.bundle,
+                opts.state_root,
+                &spec,
+                opts.stdio,
+                seccomp,
+            )?;
+            let mut inner = YoukiContainer::load(opts.state_root.join(opts.id))
+                .map_err(|e| RuntimeError::from_youki(&e))?;
+            inner.set_status(ContainerStatus::Created);
+            return Ok(Container {
+                inner,
+                direct: Some(init),
+            });
+        }
         let built = builder(opts.id, opts.state_root, opts.stdio, seccomp)?
             .as_init(opts.bundle)
             .with_systemd(false)
             .with_detach(true)
             .build();
         match built {
-            Ok(inner) => Ok(Container { inner }),
+            Ok(inner) => Ok(Container {
+                inner,
+                direct: None,
+            }),
             Err(e) => {
                 let err = RuntimeError::from_youki(&e);
                 clean_failed_create(opts.bundle, opts.state_root, opts.id);
@@ -188,7 +216,10 @@ impl Container {
             return Err(RuntimeError::NotFound(id.to_string()));
         }
         let inner = YoukiContainer::load(dir).map_err(|e| RuntimeError::from_youki(&e))?;
-        Ok(Container { inner })
+        Ok(Container {
+            inner,
+            direct: None,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -240,7 +271,16 @@ impl Container {
 
     /// Lets the init process exec the workload.
     pub fn start(&mut self) -> Result<(), RuntimeError> {
-        self.inner.start().map_err(|e| RuntimeError::from_youki(&e))
+        match &self.direct {
+            Some(init) => {
+                init.start()?;
+                self.inner
+                    .set_status(ContainerStatus::Running)
+                    .save()
+                    .map_err(|e| RuntimeError::from_youki(&e))
+            }
+            None => self.inner.start().map_err(|e| RuntimeError::from_youki(&e)),
+        }
     }
 
     /// Signals the init process, or with `all` every process in the container's cgroup.
@@ -305,7 +345,7 @@ pub fn exec(opts: ExecOptions<'_>) -> Result<i32, RuntimeError> {
     }
     let container = YoukiContainer::load(opts.state_root.join(opts.id))
         .map_err(|e| RuntimeError::from_youki(&e))?;
-    let seccomp = seccomp_of(container.bundle())?;
+    let seccomp = seccomp_of(&spec_of(container.bundle())?)?;
     let pid = builder(opts.id, opts.state_root, opts.stdio, seccomp)?
         .as_tenant()
         .with_process(Some(opts.process))

@@ -1,4 +1,5 @@
-//! The OCI runtime: a thin, synchronous layer over youki's `libcontainer` and `libcgroups`.
+//! The OCI runtime: a synchronous layer over youki's `libcontainer` and `libcgroups`, with a
+//! direct create path of its own for the specs wharf writes on cgroup v1 (see `direct`).
 //!
 //! Creating, starting and exec'ing containers clone3()s the calling process, so those calls
 //! belong in a single-threaded process (the shim). The cgroup reads in [`cgroup`] never fork
@@ -9,6 +10,7 @@ mod sys;
 
 pub mod cgroup;
 mod container;
+mod direct;
 mod executor;
 pub mod seccomp;
 pub mod socket;

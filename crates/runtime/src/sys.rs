@@ -1,5 +1,6 @@
-//! The only `unsafe` in wharf: fork, the tty window-size ioctl, signal dispositions, loading a
-//! seccomp program, and taking ownership of a descriptor received over a unix socket.
+//! The only `unsafe` in wharf: fork and clone3, the tty ioctls, signal dispositions, loading a
+//! seccomp program, openat2, rlimits, close_range, and taking ownership of a descriptor
+//! received over a unix socket.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
@@ -38,6 +39,122 @@ pub fn fork() -> io::Result<Fork> {
         nix::unistd::ForkResult::Parent { child } => Ok(Fork::Parent(child.as_raw())),
         nix::unistd::ForkResult::Child => Ok(Fork::Child),
     }
+}
+
+/// Clones the calling process like [`fork`], into new namespaces (`CLONE_NEW*` bits in
+/// `flags`). With `CLONE_NEWPID` the child is pid 1 of its namespace. Refuses when the process
+/// has more than one thread, for the reason [`fork`] gives.
+pub fn clone_into(flags: u64) -> io::Result<Fork> {
+    if thread_count()? != 1 {
+        return Err(io::Error::other("clone from a multi-threaded process"));
+    }
+    let mut args = [0u64; 11];
+    args[0] = flags;
+    args[4] = libc::SIGCHLD as u64;
+    // SAFETY: clone3 without CLONE_VM and without a stack gives the child a copy of this
+    // single-threaded address space, as fork(2) does; `args` is a valid `struct clone_args`
+    // (88 bytes, exit_signal SIGCHLD, everything else zero) alive for the whole call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args.as_mut_ptr(),
+            std::mem::size_of_val(&args),
+        )
+    };
+    match rc {
+        rc if rc < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid as i32)),
+    }
+}
+
+/// `openat2(2)`: opens `path` below `dir` with `resolve` (`RESOLVE_*`) restrictions.
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    // `struct open_how` as the kernel defines it (libc's is non-exhaustive).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags,
+        mode,
+        resolve,
+    };
+    // SAFETY: `path` is NUL-terminated and `how` is a valid `struct open_how`; both outlive the
+    // call, and the kernel keeps neither.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+}
+
+/// Sets one resource limit (`resource` is the kernel's `RLIMIT_*` number).
+pub fn set_rlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `limit` is a valid rlimit alive for the call; an unknown resource is EINVAL.
+    if unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it frees
+    // none, so no owner in this process is left with a dangling descriptor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal behind `fd` the calling process's controlling terminal (it must lead a
+/// session without one).
+pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument and no pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the NIS domain name of the calling process's UTS namespace.
+pub fn set_domainname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, alive for the call; the kernel
+    // copies them.
+    if unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Sets the window size of the terminal behind `fd` (a pty master or slave).

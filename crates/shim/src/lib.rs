@@ -50,7 +50,8 @@ pub(crate) struct ExecArgs {
 
 const USAGE: &str = "usage:
   wharf shim run --id ID --bundle DIR --state DIR --dir DIR --log FILE [--tty] [--stdin] [--stdin-once] [--session]
-  wharf shim exec --id ID --state DIR --process FILE [--tty] [--report SOCKET]";
+  wharf shim exec --id ID --state DIR --process FILE [--tty] [--report SOCKET]
+  wharf shim spare   (reads the arguments of run from stdin)";
 
 /// Splits `--flag value` / `--flag=value` pairs and switches.
 fn parse_flags(
@@ -160,6 +161,34 @@ fn dispatch(args: Vec<String>) -> ExitCode {
         },
         Some("exec") => match parse_exec(&args[1..]) {
             Ok(a) => exec::exec(a),
+            Err(e) => usage_error(&e),
+        },
+        Some("spare") => spare(),
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `wharf shim spare`: a shim the engine starts ahead of need. It waits for `run` and its
+/// arguments on stdin (NUL-separated, ended by EOF) and then runs as `wharf shim run` would, so a
+/// container's start does not wait for the shim's exec and dynamic loading. EOF without
+/// arguments (the engine went away) ends it.
+fn spare() -> ExitCode {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    if std::io::stdin().lock().read_to_end(&mut raw).is_err() || raw.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    match args.split_first() {
+        Some((verb, rest)) if verb == "run" => match parse_run(rest) {
+            Ok(a) => run::run(a),
             Err(e) => usage_error(&e),
         },
         _ => {

@@ -62,9 +62,7 @@ impl Engine {
         let path = command.remove(0);
 
         let paths = self.container_paths(&id);
-        for dir in [paths.upper(), paths.work(), paths.rootfs()] {
-            std::fs::create_dir_all(dir)?;
-        }
+        self.spare_dirs.make(&paths.dir)?;
         let record = ContainerRecord {
             id: id.clone(),
             name: String::new(),

@@ -90,7 +90,7 @@ fn delete_in_background(dirs: Vec<PathBuf>) {
 }
 
 /// Deletes what a crash or a stop left under `containers_dir`: removals cut short
-/// (`.removing-*`), and, when `recorded` is given, container directories no record names (a
+/// (`.removing-*`), unused spare directories (`.spare-*`), and, when `recorded` is given, container directories no record names (a
 /// create whose record a crash lost).
 pub(crate) fn sweep(containers_dir: &Path, recorded: Option<&std::collections::HashSet<String>>) {
     let Ok(entries) = std::fs::read_dir(containers_dir) else {
@@ -103,7 +103,7 @@ pub(crate) fn sweep(containers_dir: &Path, recorded: Option<&std::collections::H
                 && name.bytes().all(|b| b.is_ascii_hexdigit())
                 && !known.contains(&name)
         });
-        if name.starts_with(REMOVING) || unrecorded {
+        if name.starts_with(REMOVING) || name.starts_with(super::spare_dirs::SPARE) || unrecorded {
             let dir = e.path();
             // A rootfs still mounted there (a crash between mount and unmount) goes first.
             let _ = snapshot::unmount(&dir.join("merged"));

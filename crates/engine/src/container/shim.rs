@@ -126,41 +126,117 @@ pub(crate) fn warm_cgroup_migration() {
     });
 }
 
+/// A shim started ahead of need (`wharf shim spare`): it waits on its stdin for the
+/// arguments of `run`, so a start skips the shim's exec and dynamic loading.
+struct Spare {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+static SPARE: std::sync::Mutex<Option<Spare>> = std::sync::Mutex::new(None);
+
+fn start_spare() -> Result<Spare, ShimError> {
+    let mut cmd = shim_command()?;
+    cmd.arg("spare")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(ShimError::Spawn)?;
+    match (child.stdin.take(), child.stdout.take()) {
+        (Some(stdin), Some(stdout)) => Ok(Spare {
+            child,
+            stdin,
+            stdout,
+        }),
+        _ => Err(ShimError::Spawn(io::Error::other("the spare shim has no pipes"))),
+    }
+}
+
+/// Starts the next spare shim on a blocking thread (a spawn waits for the exec), unless one
+/// is waiting already. Only an optimisation: failures are ignored.
+fn refill_spare() {
+    let already = SPARE.lock().map(|s| s.is_some()).unwrap_or(true);
+    if already {
+        return;
+    }
+    tokio::task::spawn_blocking(|| {
+        if let Ok(spare) = start_spare()
+            && let Ok(mut slot) = SPARE.lock()
+            && slot.is_none()
+        {
+            *slot = Some(spare);
+        }
+    });
+}
+
+/// Hands the arguments to the waiting spare shim, if there is one that is still alive.
+async fn use_spare(args: &[std::ffi::OsString]) -> Option<(Child, ChildStdout)> {
+    let mut spare = SPARE.lock().ok()?.take()?;
+    if !matches!(spare.child.try_wait(), Ok(None)) {
+        return None;
+    }
+    let mut job = Vec::new();
+    for a in args {
+        job.extend_from_slice(a.as_encoded_bytes());
+        job.push(0);
+    }
+    // The shim reads to EOF: dropping stdin after the write ends the job.
+    spare.stdin.write_all(&job).await.ok()?;
+    drop(spare.stdin);
+    Some((spare.child, spare.stdout))
+}
+
 /// Starts a shim; returns the container's pid once its process exists (it does not run the
 /// workload until [`release`]). An error carries the runtime's message.
 pub async fn spawn(s: &ShimSpawn<'_>) -> Result<u32, ShimError> {
-    let mut cmd = shim_command()?;
     // --session: the shim stays our child (reaped below) instead of double-forking.
-    cmd.args(["run", "--session", "--id", s.id])
-        .arg("--bundle")
-        .arg(s.bundle)
-        .arg("--state")
-        .arg(s.state_root)
-        .arg("--dir")
-        .arg(s.dir)
-        .arg("--log")
-        .arg(s.log);
+    let mut args: Vec<std::ffi::OsString> = ["run", "--session", "--id", s.id]
+        .iter()
+        .map(Into::into)
+        .collect();
+    for (flag, path) in [
+        ("--bundle", s.bundle),
+        ("--state", s.state_root),
+        ("--dir", s.dir),
+        ("--log", s.log),
+    ] {
+        args.push(flag.into());
+        args.push(path.as_os_str().to_owned());
+    }
     for (on, flag) in [
         (s.tty, "--tty"),
         (s.stdin, "--stdin"),
         (s.stdin_once, "--stdin-once"),
     ] {
         if on {
-            cmd.arg(flag);
+            args.push(flag.into());
         }
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(ShimError::Spawn)?;
+    let (mut child, out) = match use_spare(&args).await {
+        Some(ready) => ready,
+        None => {
+            let mut cmd = shim_command()?;
+            cmd.args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            let mut child = cmd.spawn().map_err(ShimError::Spawn)?;
+            let out = child
+                .stdout
+                .take()
+                .ok_or_else(|| ShimError::Spawn(io::Error::other("the shim has no stdout")))?;
+            (child, out)
+        }
+    };
     let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        // One line only: the container's process holds the pipe until it execs.
-        BufReader::new(out)
-            .read_line(&mut line)
-            .await
-            .map_err(ShimError::Spawn)?;
-    }
+    // One line only: the container's process holds the pipe until it execs.
+    BufReader::new(out)
+        .read_line(&mut line)
+        .await
+        .map_err(ShimError::Spawn)?;
+    // The next container's shim loads while this one starts.
+    refill_spare();
     let line = line.trim_end();
     let report = if let Some(pid) = line.strip_prefix("ok ") {
         pid.trim()
