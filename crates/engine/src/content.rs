@@ -6,10 +6,12 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
+
+mod direct;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
@@ -196,7 +198,7 @@ impl ContentStore {
             .open(&path)
             .map_err(io_err(&path))?;
         Ok(Ingest {
-            file: BufWriter::with_capacity(INGEST_BUFFER, file),
+            file: direct::Writer::new(file, &path),
             staged: Staged {
                 path,
                 digest: Digest(String::new()),
@@ -237,14 +239,12 @@ impl ContentStore {
     }
 }
 
-/// Writes to ingest go out in pieces this large: a download arrives in pieces of a few
+/// A blob being written: hashed as it is written. Dropped unfinished, its file is deleted.
+/// The bytes go out in whole pieces (`direct.rs`): a download arrives in pieces of a few
 /// kilobytes, and each write that ends inside a new block makes the kernel zero the rest of
 /// the block first.
-const INGEST_BUFFER: usize = 1 << 20;
-
-/// A blob being written: hashed as it is written. Dropped unfinished, its file is deleted.
 pub struct Ingest {
-    file: BufWriter<File>,
+    file: direct::Writer,
     staged: Staged,
     hasher: Sha256,
 }
@@ -261,10 +261,7 @@ impl Ingest {
             mut staged,
             hasher,
         } = self;
-        let file = file
-            .into_inner()
-            .map_err(|e| io_err(&staged.path)(e.into_error()))?;
-        file.sync_all().map_err(io_err(&staged.path))?;
+        let (file, size) = file.finish().map_err(io_err(&staged.path))?;
         let actual = Digest::from_hasher(hasher);
         if let Some(expected) = expected
             && *expected != actual
@@ -274,7 +271,13 @@ impl Ingest {
                 actual,
             });
         }
-        staged.size = file.metadata().map_err(io_err(&staged.path))?.len();
+        let on_disk = file.metadata().map_err(io_err(&staged.path))?.len();
+        if on_disk != size {
+            return Err(io_err(&staged.path)(io::Error::other(format!(
+                "{on_disk} bytes on disk, {size} written"
+            ))));
+        }
+        staged.size = size;
         staged.digest = actual;
         Ok(staged)
     }
@@ -282,13 +285,14 @@ impl Ingest {
 
 impl Write for Ingest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+        self.file.write_all(buf)?;
+        self.hasher.update(buf);
+        Ok(buf.len())
     }
 
+    /// Nothing to do: the bytes reach the file in whole pieces, and all of them by `finish`.
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        Ok(())
     }
 }
 
@@ -408,7 +412,7 @@ mod tests {
     fn large_blobs_with_odd_pieces_and_tails_are_written_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(dir.path()).unwrap();
-        let data: Vec<u8> = (0..INGEST_BUFFER * 3 + 12_345)
+        let data: Vec<u8> = (0..direct::PIECE * 9 + 12_345)
             .map(|i| (i % 251) as u8 ^ (i / 7919) as u8)
             .collect();
         let mut ingest = store.ingest().unwrap();

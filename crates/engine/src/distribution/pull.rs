@@ -1,8 +1,10 @@
 //! Pull: reference → manifest (through an index, choosing the platform) → config → layers.
 //!
-//! Each missing layer streams from the registry into a blocking task that writes it to
-//! ingest (hashing it) and unpacks the same bytes into a temporary snapshot, so download,
-//! decompression and unpack overlap; distinct layers run in parallel, bounded. Only a blob
+//! Each missing layer streams from the registry into a blocking task: one thread hashes the
+//! blob and writes it to ingest (whole pieces with direct I/O, `content/direct.rs`) and
+//! passes the same bytes on to the unpack into a temporary snapshot (`image/unpack.rs`:
+//! inflate, diff-id hash, extraction and file content each on a thread of their own), so
+//! download, decompression and unpack overlap; distinct layers run in parallel, bounded. Only a blob
 //! that matches its digest and size and a snapshot whose diff id matches the config are
 //! committed, each first added to the pull's lease. A pull that fails removes what it
 //! created; one that is dropped or killed keeps it under the lease, and the next pull of the
@@ -292,17 +294,12 @@ enum Msg {
     Fail(String),
 }
 
-/// The blocking side of a download: what `unpack` reads, written to ingest on the way.
+/// What `unpack` reads of a download: the chunks `store_blob` passes on.
 struct Feed {
-    rx: mpsc::Receiver<Msg>,
+    rx: std::sync::mpsc::Receiver<Msg>,
     buf: Bytes,
-    ingest: Ingest,
-    received: u64,
-    limit: u64,
     ended: bool,
     failed: Option<String>,
-    /// Writing to ingest failed: a local problem, not the registry's.
-    write_failed: Option<io::Error>,
 }
 
 impl Read for Feed {
@@ -314,28 +311,80 @@ impl Read for Feed {
             if let Some(f) = &self.failed {
                 return Err(io::Error::other(f.clone()));
             }
-            match self.rx.blocking_recv() {
-                Some(Msg::Data(b)) => {
-                    self.received += b.len() as u64;
-                    if self.received > self.limit {
-                        self.failed = Some("more bytes than the descriptor says".into());
-                        continue;
-                    }
-                    if let Err(e) = self.ingest.write_all(&b) {
-                        let error = io::Error::new(e.kind(), e.to_string());
-                        self.write_failed = Some(e);
-                        return Err(error);
-                    }
-                    self.buf = b;
-                }
-                Some(Msg::End) => self.ended = true,
-                Some(Msg::Fail(m)) => self.failed = Some(m),
-                None => self.failed = Some("the download was interrupted".into()),
+            match self.rx.recv() {
+                Ok(Msg::Data(b)) => self.buf = b,
+                Ok(Msg::End) => self.ended = true,
+                Ok(Msg::Fail(m)) => self.failed = Some(m),
+                Err(_) => self.failed = Some("the download was interrupted".into()),
             }
         }
         let n = out.len().min(self.buf.len());
         out[..n].copy_from_slice(&self.buf.split_to(n));
         Ok(n)
+    }
+}
+
+/// What `store_blob` made of a download.
+struct Stored {
+    ingest: Ingest,
+    received: u64,
+    failed: Option<String>,
+    /// Writing to ingest failed: a local problem, not the registry's.
+    write_failed: Option<io::Error>,
+}
+
+/// The blob's side of a download, on a thread of its own beside the unpack (which has the
+/// longest job): every byte is counted, hashed and written to ingest, then passed on to the
+/// unpack. Once the unpack has stopped, the rest is still stored: its digest tells whether
+/// the registry sent the wrong bytes.
+fn store_blob(
+    mut rx: mpsc::Receiver<Msg>,
+    mut ingest: Ingest,
+    limit: u64,
+    tx: std::sync::mpsc::SyncSender<Msg>,
+) -> Stored {
+    let (mut received, mut failed, mut write_failed) = (0u64, None, None);
+    let mut forward = Some(tx);
+    loop {
+        let msg = match rx.blocking_recv() {
+            Some(Msg::Data(b)) => {
+                received += b.len() as u64;
+                if received > limit {
+                    Msg::Fail("more bytes than the descriptor says".into())
+                } else if let Err(e) = ingest.write_all(&b) {
+                    let m = format!("writing the blob: {e}");
+                    write_failed = Some(e);
+                    Msg::Fail(m)
+                } else {
+                    Msg::Data(b)
+                }
+            }
+            Some(Msg::End) => Msg::End,
+            Some(Msg::Fail(m)) => Msg::Fail(m),
+            None => Msg::Fail("the download was interrupted".into()),
+        };
+        let last = match &msg {
+            Msg::Data(_) => false,
+            Msg::End => true,
+            Msg::Fail(m) => {
+                failed = Some(m.clone());
+                true
+            }
+        };
+        if let Some(t) = &forward
+            && t.send(msg).is_err()
+        {
+            forward = None;
+        }
+        if last {
+            break;
+        }
+    }
+    Stored {
+        ingest,
+        received,
+        failed,
+        write_failed,
     }
 }
 
@@ -384,43 +433,53 @@ fn ingest_and_unpack(
 ) -> Result<(), DistributionError> {
     let store = &ctx.store;
     let (diff_id, chain) = (&ctx.diff_ids[position], &ctx.chains[position]);
-    let mut feed = Feed {
-        rx,
-        buf: Bytes::new(),
-        ingest: store.content().ingest()?,
-        received: 0,
-        limit: size,
-        ended: false,
-        failed: None,
-        write_failed: None,
-    };
+    let ingest = store.content().ingest()?;
     let tmp = store.snapshots().prepare().map_err(ImageError::from)?;
-    let unpacked = unpack(&mut feed, &tmp.fs());
-    if unpacked.is_err() {
-        // The rest of the blob still tells whether the registry sent the wrong bytes.
-        let _ = io::copy(&mut feed, &mut io::sink());
-    }
-    if let Some(e) = feed.write_failed {
+    let (tx, feed_rx) = std::sync::mpsc::sync_channel::<Msg>(16);
+    let (unpacked, stored) = std::thread::scope(|scope| {
+        let storing = std::thread::Builder::new()
+            .name("blob-store".into())
+            .spawn_scoped(scope, move || store_blob(rx, ingest, size, tx))
+            .map_err(|e| DistributionError::Io {
+                context: "starting the blob writer".into(),
+                source: e,
+            })?;
+        let mut feed = Feed {
+            rx: feed_rx,
+            buf: Bytes::new(),
+            ended: false,
+            failed: None,
+        };
+        let unpacked = unpack(&mut feed, &tmp.fs());
+        // The blob writer stores the rest on its own.
+        drop(feed);
+        let stored = storing.join().map_err(|_| DistributionError::Io {
+            context: format!("writing blob {digest}"),
+            source: io::Error::other("the blob writer panicked"),
+        })?;
+        Ok::<_, DistributionError>((unpacked, stored))
+    })?;
+    if let Some(e) = stored.write_failed {
         return Err(DistributionError::Io {
             context: format!("writing blob {digest}"),
             source: e,
         });
     }
-    let received = feed.received;
+    let received = stored.received;
     if received > size {
         return Err(bad(format!(
             "blob {digest} is larger than the {size} bytes its descriptor says"
         )));
     }
     if received < size {
-        let why = feed.failed.map(|f| format!(" ({f})")).unwrap_or_default();
+        let why = stored.failed.map(|f| format!(" ({f})")).unwrap_or_default();
         return Err(bad(format!(
             "blob {digest} is truncated: received {received} of {size} bytes{why}"
         )));
     }
     // Every byte arrived; a failure reported after the last one (the client's own digest
     // check) is judged by the check here.
-    let staged = feed.ingest.finish(Some(digest)).map_err(|e| match e {
+    let staged = stored.ingest.finish(Some(digest)).map_err(|e| match e {
         ContentError::Mismatch { actual, .. } => bad(format!(
             "blob {digest} does not match its digest: its content hashes to {actual}"
         )),
@@ -472,11 +531,26 @@ fn unpack_stored(ctx: &Ctx, digest: &Digest, position: usize) -> Result<(), Dist
 async fn download(ctx: &Arc<Ctx>, job: &Job, id: &str) -> Result<(), DistributionError> {
     let remote = &ctx.remote;
     let oci = remote.oci_ref(None, None);
-    let mut stream = remote
-        .client
-        .pull_blob_stream(&oci, job.digest.as_str())
-        .await
-        .map_err(|e| remote.error(format!("layer {}", job.digest), e))?;
+    let failed = |e| remote.error(format!("layer {}", job.digest), e);
+    // Asked for as a range from its first byte: the registry then answers 206, whose body
+    // the client does not hash (its hash of a whole answer would be a second one of every
+    // byte; `store_blob` hashes them already). An empty range is not one a registry serves.
+    let mut stream = if job.desc.size > 0 {
+        match remote
+            .client
+            .pull_blob_stream_partial(&oci, job.digest.as_str(), 0, None)
+            .await
+            .map_err(failed)?
+        {
+            BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
+        }
+    } else {
+        remote
+            .client
+            .pull_blob_stream(&oci, job.digest.as_str())
+            .await
+            .map_err(failed)?
+    };
     let (tx, rx) = mpsc::channel::<Msg>(16);
     let task = {
         let ctx = ctx.clone();
