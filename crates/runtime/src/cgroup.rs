@@ -264,13 +264,17 @@ impl Cgroup {
     /// counts exiting tasks (rmdir is EBUSY until they are gone). True when nothing remains.
     pub fn kill_and_remove(&self) -> bool {
         for attempt in 0..100u64 {
-            self.kill_all();
+            // Usually empty already (the container's pid namespace died with its init): the
+            // rmdirs come first, and reading every directory's processes only when one refuses.
             // With the directories listed, a clean remove leaves none of them; otherwise look
             // again for one a scan may have missed.
             if self.remove().is_ok() && (self.listed.is_some() || self.dirs().is_empty()) {
                 return true;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5 * (attempt + 1).min(10)));
+            self.kill_all();
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5 * attempt.min(10)));
+            }
         }
         false
     }

@@ -16,6 +16,7 @@ pub mod seccomp;
 pub mod socket;
 
 pub use container::{Container, ExecOptions, InitOptions, RuntimeError, Stdio, exec};
+pub use direct::creates_directly;
 pub use sys::{
     Fork, fork, recv_with_fd, release_clean_file_pages, send_with_fd, set_sigpipe_default,
     set_winsize, thread_count, trim_heap,

@@ -82,6 +82,9 @@ pub(crate) struct Shim {
     container: Container,
     cgroup: Option<Cgroup>,
     pid: i32,
+    /// The container's init leads a pid namespace of its own: when it ends, the kernel has
+    /// killed and waited for every other process in it.
+    own_pid_ns: bool,
     tty: bool,
     stdin_once: bool,
     started: bool,
@@ -122,10 +125,19 @@ impl Shim {
             .cgroup_path()
             .ok()
             .map(|path| Cgroup::system(path).listed());
+        let ns = |p: String| std::fs::read_link(p).ok();
+        let own_pid_ns = match (
+            ns(format!("/proc/{pid}/ns/pid")),
+            ns("/proc/self/ns/pid".into()),
+        ) {
+            (Some(theirs), Some(ours)) => theirs != ours,
+            _ => false,
+        };
         Shim {
             container,
             cgroup,
             pid,
+            own_pid_ns,
             tty: args.tty,
             stdin_once: args.stdin_once,
             started: false,
@@ -323,11 +335,13 @@ impl Shim {
                         && let Some(code) = crate::exit_code(status)
                     {
                         self.status = Some(code);
-                        // The pid namespace ends with its init; this also catches processes
-                        // that would otherwise hold the output pipes open. Directly through the
-                        // cgroup: libcontainer's kill rebuilds a cgroup manager from mountinfo
-                        // and freezes around the kill, a good part of a short run's teardown.
+                        // The container ends with its init; this catches processes that would
+                        // otherwise hold the output pipes open. Directly through the cgroup:
+                        // libcontainer's kill rebuilds a cgroup manager from mountinfo and
+                        // freezes around the kill, a good part of a short run's teardown. Not
+                        // needed when the init led its own pid namespace (the kernel did it).
                         match &self.cgroup {
+                            _ if self.own_pid_ns => {}
                             Some(cg) => cg.kill_all(),
                             None => {
                                 let _ = self.container.kill(Signal::SIGKILL, true);

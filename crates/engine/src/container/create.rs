@@ -31,7 +31,7 @@ impl Engine {
         }
         let image = self.images.resolve(&image_ref)?;
         // A start usually follows within milliseconds (`run`).
-        super::shim::warm_cgroup_migration();
+        super::shim::warm_cgroup_migration_for_create();
         let host_arch = crate::image::config::host_arch();
         let arch = match image.architecture.as_str() {
             "x86_64" => "amd64",

@@ -126,6 +126,16 @@ pub(crate) fn warm_cgroup_migration() {
     });
 }
 
+/// [`warm_cgroup_migration`] for a container about to be created: not needed where the
+/// runtime's direct path makes the init, which moves itself without the lock. The warm-up's
+/// own write holds the lock for a moment, and every fork and exit on the host waits then.
+pub(crate) fn warm_cgroup_migration_for_create() {
+    static DIRECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*DIRECT.get_or_init(wharf_runtime::creates_directly) {
+        warm_cgroup_migration();
+    }
+}
+
 /// A shim started ahead of need (`wharf shim spare`): it waits on its stdin for the
 /// arguments of `run`, so a start skips the shim's exec and dynamic loading.
 struct Spare {

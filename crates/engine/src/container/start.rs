@@ -38,7 +38,7 @@ impl Engine {
     ) -> Result<(), ContainerError> {
         let rec = c.snapshot();
         rec.state.status.guard_start()?;
-        shim::warm_cgroup_migration();
+        shim::warm_cgroup_migration_for_create();
         let paths = self.container_paths(&rec.id);
         // By id: an image removed with `rmi -f` keeps its layers for the containers using it.
         let lowers = self.images.lower_dirs_by_id(&rec.image_id)?;

@@ -31,14 +31,20 @@ use crate::seccomp::Program;
 use crate::sys::Fork;
 use init::{InitStdio, Plan};
 
+/// Whether the direct path serves this host at all: cgroup v1 (legacy or hybrid), and
+/// `WHARF_LIBCONTAINER` not set.
+pub fn creates_directly() -> bool {
+    std::env::var_os("WHARF_LIBCONTAINER").is_none()
+        && matches!(
+            crate::cgroup::layout(Path::new(crate::cgroup::DEFAULT_ROOT)),
+            Ok(crate::cgroup::Layout::Legacy | crate::cgroup::Layout::Hybrid)
+        )
+}
+
 /// Why the direct path does not take `spec`, or `None` when it does.
 pub(crate) fn unsupported(spec: &Spec) -> Option<&'static str> {
-    if std::env::var_os("WHARF_LIBCONTAINER").is_some() {
-        return Some("WHARF_LIBCONTAINER is set");
-    }
-    match crate::cgroup::layout(Path::new(crate::cgroup::DEFAULT_ROOT)) {
-        Ok(crate::cgroup::Layout::Legacy | crate::cgroup::Layout::Hybrid) => {}
-        _ => return Some("cgroup v2"),
+    if !creates_directly() {
+        return Some("WHARF_LIBCONTAINER or cgroup v2");
     }
     if spec.hooks().is_some() {
         return Some("hooks");
