@@ -39,11 +39,11 @@ use crate::error::ErrorKind;
 pub use attach::AttachFuture;
 pub use exec::{ExecStart, ExecStream};
 pub use list::Filters;
-pub(crate) use spare_dirs::SpareDirs;
 pub use logs::LogOptions;
 pub(crate) use prune::dir_size;
 pub(crate) use remove::sweep;
 pub use shim::AttachStreams;
+pub(crate) use spare_dirs::SpareDirs;
 pub use wait::WaitCondition;
 
 #[derive(Debug, thiserror::Error)]

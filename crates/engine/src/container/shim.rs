@@ -159,7 +159,9 @@ fn start_spare() -> Result<Spare, ShimError> {
             stdin,
             stdout,
         }),
-        _ => Err(ShimError::Spawn(io::Error::other("the spare shim has no pipes"))),
+        _ => Err(ShimError::Spawn(io::Error::other(
+            "the spare shim has no pipes",
+        ))),
     }
 }
 
