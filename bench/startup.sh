@@ -84,10 +84,11 @@ echo "== memory"
 daemon=$(cat "$WHARF_RUN/wharf.pid")
 "$WHARF" rm -f $("$WHARF" ps -aq) >/dev/null
 sleep 1
-"$WHARF" run -d --network none busybox sleep 1000 >/dev/null
+cid=$("$WHARF" run -d --network none busybox sleep 1000)
 # An idle shim gives memory back after 250 ms.
 sleep 1
-shim=$(pgrep -f "wharf-shim run|wharf shim run" | head -1)
+# The container's shim is its init's parent (a spare shim's command line names no container).
+shim=$(ps -o ppid= -p "$("$WHARF" inspect -f '{{.State.Pid}}' "$cid")" | tr -d ' ')
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 anon() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
 pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
