@@ -175,7 +175,7 @@ impl Container {
         let spec = spec_of(opts.bundle)?;
         let seccomp = seccomp_of(&spec)?;
         if crate::direct::unsupported(&spec).is_none() {
-            let init = crate::direct::create(
+            let (init, inner) = crate::direct::create(
                 opts.id,
                 opts.bundle,
                 opts.state_root,
@@ -183,9 +183,6 @@ impl Container {
                 opts.stdio,
                 seccomp,
             )?;
-            let mut inner = YoukiContainer::load(opts.state_root.join(opts.id))
-                .map_err(|e| RuntimeError::from_youki(&e))?;
-            inner.set_status(ContainerStatus::Created);
             return Ok(Container {
                 inner,
                 direct: Some(init),

@@ -168,8 +168,8 @@ fn namespace_flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
-/// Creates the container's init; on error nothing is left (no process, no cgroup, no state)
-/// and the message is the init's own.
+/// Creates the container's init and returns it with the libcontainer record it wrote; on
+/// error nothing is left (no process, no cgroup, no state) and the message is the init's own.
 pub(crate) fn create(
     id: &str,
     bundle: &Path,
@@ -177,7 +177,7 @@ pub(crate) fn create(
     spec: &Spec,
     stdio: Stdio,
     seccomp: Option<Arc<Program>>,
-) -> Result<DirectInit, RuntimeError> {
+) -> Result<(DirectInit, YoukiContainer), RuntimeError> {
     let runtime = |m: String| RuntimeError::Runtime(m);
     let linux = spec
         .linux()
@@ -291,21 +291,23 @@ pub(crate) fn create(
         }
         _ => return Err(fail("the container's init exited during setup".into())),
     }
-    if let Err(e) = record(id, bundle, state_root, spec, pid) {
-        let _ = std::fs::remove_dir_all(state_root.join(id));
-        return Err(fail(e.to_string()));
+    match record(id, bundle, state_root, spec, pid) {
+        Ok(state) => Ok((DirectInit { sync: ours }, state)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(state_root.join(id));
+            Err(fail(e.to_string()))
+        }
     }
-    Ok(DirectInit { sync: ours })
 }
 
-/// Writes libcontainer's state for the container, so that libcontainer can load it.
+/// Writes libcontainer's state for the container, so that libcontainer can load it later.
 fn record(
     id: &str,
     bundle: &Path,
     state_root: &Path,
     spec: &Spec,
     pid: i32,
-) -> Result<(), RuntimeError> {
+) -> Result<YoukiContainer, RuntimeError> {
     let dir = state_root.join(id);
     std::fs::create_dir(&dir).map_err(|source| RuntimeError::Io {
         context: format!("creating {}", dir.display()),
@@ -320,5 +322,6 @@ fn record(
         .map_err(|e| youki(&e))?;
     c.set_creator(nix::unistd::geteuid().as_raw());
     c.state.created = Some(chrono::Utc::now());
-    c.save().map_err(|e| youki(&e))
+    c.save().map_err(|e| youki(&e))?;
+    Ok(c)
 }
